@@ -1,0 +1,277 @@
+"""Typed run configuration, validated up front, loadable from YAML and ``--set key=value`` overrides.
+
+Every run saves its resolved config as ``config.yaml`` in its output folder, so ``noisykd train --config
+RUN/config.yaml`` reproduces it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    """Where the images and labels come from.
+
+    spec:          a data spec (``digits``, ``cifar10:ROOT``, ``folder:ROOT`` ...; see ``noisykd data kinds``).
+    labels:        a label-set spec replacing the training labels (``cifar10n:FILE:worst``), or None.
+    noise:         synthetic noise applied to the (clean) training labels: ``none``, ``sym:0.4``,
+                   ``sym-all:0.4``, ``asym:0.4``, ``pairflip:0.45``, ``instance:0.4``.
+    noise_seed:    seed of the synthetic noise (independent of the training seed, so runs share labels).
+    noise_file:    a saved noisy-label file (``noisy_labels.npz`` of an earlier run); overrides labels/noise.
+    val_fraction:  share of the noisy training set held out as noisy validation (CIFAR-N protocol: 0.1).
+    val_seed:      seed of that split.
+    train_subset:  keep only this many training samples (stratified, seeded by val_seed), or None for all.
+    resize:        resize images to this size when loading (``folder:`` sources), or None.
+    """
+
+    spec: str = "digits"
+    labels: str | None = None
+    noise: str = "none"
+    noise_seed: int = 0
+    noise_file: str | None = None
+    val_fraction: float = 0.0
+    val_seed: int = 0
+    train_subset: int | None = None
+    resize: int | None = None
+
+    def validate(self) -> None:
+        _check_range("data.val_fraction", self.val_fraction, 0.0, 0.9)
+        if self.train_subset is not None and self.train_subset < 2:
+            raise ConfigError(f"data.train_subset must be >= 2 or null, got {self.train_subset}")
+
+
+@dataclass
+class ModelConfig:
+    """Network from the registry (``noisykd.models.list_models()``) and its keyword arguments."""
+
+    name: str = "small_cnn"
+    kwargs: dict = field(default_factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and learning-rate schedule.
+
+    schedule: ``multistep`` (lr x gamma at each milestone epoch), ``cosine`` (to 0 over the run),
+              ``constant``. Milestones are epochs; warmup_epochs ramps the lr linearly from 0.
+    """
+
+    name: str = "sgd"
+    lr: float = 0.02
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    epochs: int = 30
+    batch_size: int = 128
+    schedule: str = "multistep"
+    milestones: list = field(default_factory=list)
+    gamma: float = 0.1
+    warmup_epochs: int = 0
+
+    def validate(self) -> None:
+        _check_choice("optim.name", self.name, ("sgd", "adam", "adamw"))
+        _check_choice("optim.schedule", self.schedule, ("multistep", "cosine", "constant"))
+        if self.lr <= 0:
+            raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
+        if self.epochs < 1:
+            raise ConfigError(f"optim.epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 2:
+            raise ConfigError(f"optim.batch_size must be >= 2 (BatchNorm needs two samples), got {self.batch_size}")
+        for m in self.milestones:
+            if not isinstance(m, int) or not 0 < m < self.epochs + 1:
+                raise ConfigError(f"optim.milestones must be epochs in [1, {self.epochs}], got {self.milestones}")
+        _check_range("optim.momentum", self.momentum, 0.0, 1.0)
+        if self.weight_decay < 0:
+            raise ConfigError(f"optim.weight_decay must be >= 0, got {self.weight_decay}")
+
+
+@dataclass
+class AugmentConfig:
+    """Training augmentation policy (``noisykd.augment``) and its parameters.
+
+    padding: crop padding in pixels (None: 4 for images of 32 px and more, else 1).
+    """
+
+    policy: str = "weak"
+    padding: int | None = None
+    pad_mode: str = "reflect"
+    cutout: int = 0
+
+    def validate(self) -> None:
+        _check_choice("augment.pad_mode", self.pad_mode, ("reflect", "constant"))
+        if self.padding is not None and self.padding < 0:
+            raise ConfigError(f"augment.padding must be >= 0, got {self.padding}")
+
+
+@dataclass
+class RunConfig:
+    """A whole experiment.
+
+    method / method_args: a registered method (``noisykd.methods.list_methods()``) and its arguments.
+    device:  ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1`` ...
+    amp:     mixed precision: ``none``, ``bf16``, ``fp16`` (autocast; fp16 adds a grad scaler).
+    channels_last, compile: opt-in speed options (they slow training down on small CPUs).
+    data_on_device: ``auto`` keeps the uint8 training set on the device when it fits, else streams it from
+             pinned host memory; ``yes``/``no`` force either.
+    """
+
+    method: str = "ce"
+    method_args: dict = field(default_factory=dict)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    seed: int = 0
+    device: str = "auto"
+    amp: str = "none"
+    channels_last: bool = False
+    compile: bool = False
+    data_on_device: str = "auto"
+    eval_batch_size: int = 1024
+    out_dir: str = "runs/run"
+
+    def validate(self) -> "RunConfig":
+        self.data.validate()
+        self.optim.validate()
+        self.augment.validate()
+        _check_choice("amp", self.amp, ("none", "bf16", "fp16"))
+        _check_choice("data_on_device", self.data_on_device, ("auto", "yes", "no"))
+        if not (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")):
+            raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+        if self.eval_batch_size < 1:
+            raise ConfigError(f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _check_choice(name: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
+
+
+def _check_range(name: str, value: float, lo: float, hi: float) -> None:
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name} must lie in [{lo}, {hi}], got {value}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Building a config from plain data (YAML, CLI overrides) with type checks.
+
+def from_dict(data: dict, cls: type = RunConfig, where: str = "") -> Any:
+    """Build dataclass ``cls`` from a nested dict, rejecting unknown keys and ill-typed values."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where or 'config'}: unknown key(s) {unknown}; known: {sorted(names)}")
+    values = {k: _coerce(v, hints[k], f"{where}{k}") for k, v in data.items()}
+    return cls(**values)
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return from_dict(value, hint, where + ".")
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    if hint is dict or origin is dict:
+        if isinstance(value, dict):
+            return dict(value)
+        raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+    if hint is list or origin is list:
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        raise ConfigError(f"{where}: expected a list, got {value!r}")
+    return value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a nested dict, in place; return it."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item}: {part} is not a section")
+        try:
+            node[parts[-1]] = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item}: value is not valid YAML: {e}") from None
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                base: dict | None = None) -> RunConfig:
+    """Resolve a config: defaults <- ``base`` dict <- YAML file <- overrides; validated."""
+    data: dict = _deep_merge({}, base or {})
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        data = _deep_merge(data, loaded)
+    apply_overrides(data, overrides or [])
+    return from_dict(data).validate()
+
+
+def _deep_merge(into: dict, other: dict) -> dict:
+    for k, v in other.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            _deep_merge(into[k], v)
+        else:
+            into[k] = v
+    return into
+
+
+def save_config(config: RunConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

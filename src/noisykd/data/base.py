@@ -1,0 +1,104 @@
+"""The one abstraction every data source returns: uint8 images, integer labels, class names, indices."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import DataError
+
+
+@dataclass(frozen=True)
+class ImageSplit:
+    """One split of an image-classification set.
+
+    images:  uint8 array N x H x W x C (may be a ``np.memmap`` for large sets).
+    labels:  int64 array N, values in [0, num_classes).
+    indices: int64 array N, the sample's index in the source (stable across sub-setting, so per-sample state
+             stays keyed by it).
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    indices: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(H, W, C)."""
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    def subset(self, rows: np.ndarray) -> "ImageSplit":
+        """The samples at positions ``rows`` (keeps their original indices)."""
+        rows = np.asarray(rows)
+        return ImageSplit(self.images[rows], self.labels[rows], self.indices[rows])
+
+    def with_labels(self, labels: np.ndarray) -> "ImageSplit":
+        """The same images with other labels (same length)."""
+        return ImageSplit(self.images, np.asarray(labels, dtype=np.int64), self.indices)
+
+    def with_images(self, images: np.ndarray) -> "ImageSplit":
+        """The same labels with other images (same count and shape), e.g. after open-set replacement."""
+        return ImageSplit(images, self.labels, self.indices)
+
+
+@dataclass(frozen=True)
+class ImageDataset:
+    """A named data set: a train split, an optional test split and the class names."""
+
+    name: str
+    classes: tuple[str, ...]
+    train: ImageSplit
+    test: ImageSplit | None = None
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.train.image_shape
+
+
+def make_split(images: np.ndarray, labels: np.ndarray, num_classes: int, *, source: str,
+               indices: np.ndarray | None = None) -> ImageSplit:
+    """Validate and wrap arrays into an :class:`ImageSplit`.
+
+    ``images`` may be N x H x W (grey, a channel axis is added) or N x H x W x C with C in {1, 3}, uint8.
+    Raises :class:`DataError` naming ``source`` when shapes, dtypes or label ranges are wrong.
+    """
+    images = np.asarray(images) if not isinstance(images, np.memmap) else images
+    labels = np.asarray(labels)
+    if images.dtype != np.uint8:
+        raise DataError(f"{source}: images must be uint8 (0-255), got dtype {images.dtype}")
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise DataError(f"{source}: images must be N x H x W x C with C in (1, 3), got shape {images.shape}")
+    labels = validate_labels(labels, num_classes, source=source, expected_len=len(images))
+    if indices is None:
+        indices = np.arange(len(labels), dtype=np.int64)
+    return ImageSplit(images, labels, np.asarray(indices, dtype=np.int64))
+
+
+def validate_labels(labels: np.ndarray, num_classes: int, *, source: str, expected_len: int | None = None) -> np.ndarray:
+    """Check that ``labels`` is a 1-D integer array in [0, num_classes) of the expected length; return int64."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise DataError(f"{source}: labels must be 1-D, got shape {labels.shape}")
+    if labels.size and not np.issubdtype(labels.dtype, np.integer):
+        if np.issubdtype(labels.dtype, np.floating) and np.all(labels == np.round(labels)):
+            labels = labels.astype(np.int64)
+        else:
+            raise DataError(f"{source}: labels must be integers, got dtype {labels.dtype}")
+    if expected_len is not None and len(labels) != expected_len:
+        raise DataError(f"{source}: {len(labels)} labels for {expected_len} images; the counts must match")
+    if labels.size:
+        lo, hi = int(labels.min()), int(labels.max())
+        if lo < 0 or hi >= num_classes:
+            raise DataError(f"{source}: labels must lie in [0, {num_classes - 1}], found values in [{lo}, {hi}]")
+    return labels.astype(np.int64, copy=False)

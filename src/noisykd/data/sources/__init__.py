@@ -1,0 +1,3 @@
+"""Built-in data and label sources; importing this package registers them."""
+
+from . import cifar, cifar_n, digits, folder, idx, npz  # noqa: F401

@@ -1,0 +1,231 @@
+"""``folder:ROOT`` and ``folder:FILE.csv``: image files on disk, one class per folder or listed in a CSV.
+
+Folder layout (as torchvision's ImageFolder): ``ROOT/CLASS/**/*.png|jpg|jpeg|bmp|webp`` (extensions
+case-insensitive, classes sorted by name). When ROOT has a ``train/`` sub-folder, ``train/`` and ``test/``
+(or, failing that, ``val/``) are the splits, each in that layout; otherwise everything is train.
+
+CSV manifest: a header with ``path`` and ``label`` columns and an optional ``split`` column (train/test; val is
+read as test). Paths are relative to the CSV's folder. Labels are class names, or integers when every label
+is one (classes are then '0'..str(max)).
+
+Images become RGB, or L (one channel) when every image is grey. With ``resize=S`` every image is resized to
+S x S (bilinear, antialiased); without it all images must share one size.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import ConfigError, DataError
+from ..base import ImageDataset, make_split
+from ..registry import register_dataset
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp"})
+GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})
+TEST_FOLDERS = ("test", "val")  # first one present is the test split
+SPLIT_NAMES = {"train": "train", "test": "test", "val": "test", "valid": "test", "validation": "test"}
+# Decoding is mostly C code that releases the GIL, so threads help; below this many files they only add overhead.
+THREADS_FROM = 64
+MAX_THREADS = 8
+
+
+@dataclass(frozen=True)
+class FileList:
+    """Image files of one split with their class indices (``labels`` int64, same length as ``paths``)."""
+
+    paths: list[Path]
+    labels: np.ndarray
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".") and path.is_file()
+
+
+def class_folders(root: Path) -> list[Path]:
+    """The class sub-folders of ``root``, sorted by name (hidden folders skipped)."""
+    return sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
+
+
+def scan_class_folders(root: Path, classes: tuple[str, ...] | None = None) -> tuple[tuple[str, ...], FileList]:
+    """List ``root/CLASS/**/image`` -> (class names, files with labels), files sorted within each class.
+
+    With ``classes`` given (the train split's), every folder of ``root`` must be one of them.
+    """
+    folders = class_folders(root)
+    if classes is None:
+        classes = tuple(p.name for p in folders)
+    index = {name: i for i, name in enumerate(classes)}
+    paths: list[Path] = []
+    labels: list[int] = []
+    for folder in folders:
+        if folder.name not in index:
+            raise DataError(f"{folder}: class {folder.name!r} is not among the train classes {list(classes)}")
+        files = sorted(p for p in folder.rglob("*") if is_image_file(p))
+        paths.extend(files)
+        labels.extend([index[folder.name]] * len(files))
+    if not paths:
+        raise DataError(
+            f"{root}: no images found; expected {root}/CLASS/*.png (or .jpg, .jpeg, .bmp, .webp), one folder per class"
+        )
+    return classes, FileList(paths, np.asarray(labels, dtype=np.int64))
+
+
+def scan_folder_root(root: Path) -> tuple[tuple[str, ...], FileList, FileList | None, str | None]:
+    """Folder layout -> (classes, train files, test files or None, name of the test folder or None)."""
+    if not (root / "train").is_dir():
+        classes, train = scan_class_folders(root)
+        return classes, train, None, None
+    classes, train = scan_class_folders(root / "train")
+    for name in TEST_FOLDERS:
+        if (root / name).is_dir():
+            _, test = scan_class_folders(root / name, classes)
+            return classes, train, test, name
+    return classes, train, None, None
+
+
+def read_manifest(csv_path: Path) -> tuple[tuple[str, ...], FileList, FileList | None]:
+    """CSV manifest -> (classes, train files, test files or None); errors name the CSV and its line."""
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:  # -sig: tolerate a spreadsheet's BOM
+            reader = csv.DictReader(f)
+            fields = [c.strip().lower() for c in (reader.fieldnames or [])]
+            reader.fieldnames = fields
+            rows = [(reader.line_num, row) for row in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{csv_path}: cannot read the CSV manifest: {e}") from None
+    for column in ("path", "label"):
+        if column not in fields:
+            raise DataError(f"{csv_path}: the header must name columns 'path' and 'label' (found {fields})")
+    if not rows:
+        raise DataError(f"{csv_path}: the manifest lists no images")
+    base = csv_path.parent
+    entries: list[tuple[str, Path, str]] = []  # (split, path, raw label)
+    for line, row in rows:
+        rel, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
+        if not rel or not label:
+            raise DataError(f"{csv_path}, line {line}: empty path or label")
+        split_value = (row.get("split") or "train").strip().lower() if "split" in fields else "train"
+        if split_value not in SPLIT_NAMES:
+            raise DataError(f"{csv_path}, line {line}: split {split_value!r} must be train or test")
+        path = base / rel
+        if not path.is_file():
+            raise DataError(f"{csv_path}, line {line}: image {path} not found")
+        entries.append((SPLIT_NAMES[split_value], path, label))
+    classes, label_ids = _manifest_classes(csv_path, [e[2] for e in entries])
+    splits: dict[str, FileList] = {}
+    for split in ("train", "test"):
+        rows_of_split = [i for i, e in enumerate(entries) if e[0] == split]
+        if rows_of_split:
+            splits[split] = FileList([entries[i][1] for i in rows_of_split], label_ids[rows_of_split])
+    if "train" not in splits:
+        raise DataError(f"{csv_path}: no row has split 'train'")
+    return classes, splits["train"], splits.get("test")
+
+
+def _manifest_classes(csv_path: Path, labels: list[str]) -> tuple[tuple[str, ...], np.ndarray]:
+    """Raw label strings -> (class names, int64 ids). All-integer labels are ids; otherwise names, sorted."""
+    try:
+        ids = np.asarray([int(v) for v in labels], dtype=np.int64)
+    except ValueError:
+        classes = tuple(sorted(set(labels)))
+        index = {name: i for i, name in enumerate(classes)}
+        return classes, np.asarray([index[v] for v in labels], dtype=np.int64)
+    if ids.min() < 0:
+        raise DataError(f"{csv_path}: integer labels must be >= 0, found {int(ids.min())}")
+    return tuple(str(i) for i in range(int(ids.max()) + 1)), ids
+
+
+def decode_image(path: Path, resize: int | None) -> np.ndarray:
+    """Decode one image -> uint8 H x W (grey source) or H x W x 3 (anything else), resized when asked."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img = img.convert("L") if img.mode in GREY_MODES else img.convert("RGB")
+            if resize is not None and img.size != (resize, resize):
+                img = img.resize((resize, resize), Image.Resampling.BILINEAR)
+            return np.asarray(img, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise DataError(f"{path}: cannot read the image: {e}") from None
+
+
+def decode_all(paths: list[Path], resize: int | None) -> list[np.ndarray]:
+    """Decode ``paths`` in order, in a thread pool when there are many."""
+    if len(paths) < THREADS_FROM:
+        return [decode_image(p, resize) for p in paths]
+    workers = min(MAX_THREADS, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(lambda p: decode_image(p, resize), paths))
+
+
+def stack_images(splits: list[tuple[list[Path], list[np.ndarray]]]) -> list[np.ndarray]:
+    """Decoded images of each split -> one uint8 N x H x W x C array per split, C = 1 if all grey else 3.
+
+    All images (of every split) must share one H x W; the first that differs raises a DataError naming it.
+    """
+    first_path, first = splits[0][0][0], splits[0][1][0]
+    all_grey = all(a.ndim == 2 for _, arrays in splits for a in arrays)
+    stacked = []
+    for paths, arrays in splits:
+        for path, a in zip(paths, arrays):
+            if a.shape[:2] != first.shape[:2]:
+                raise DataError(
+                    f"{path}: image is {a.shape[1]}x{a.shape[0]} but {first_path} is {first.shape[1]}x{first.shape[0]}; "
+                    "all images must share one size (pass resize=S to resize them to S x S)"
+                )
+        out = np.empty((len(arrays), *first.shape[:2], 1 if all_grey else 3), dtype=np.uint8)
+        for i, a in enumerate(arrays):
+            # Grey images among colour ones are replicated into R, G and B (what PIL's convert('RGB') does).
+            out[i] = a[..., None] if a.ndim == 2 else a
+        stacked.append(out)
+    return stacked
+
+
+def _check_resize(resize) -> int | None:
+    if resize is None:
+        return None
+    if isinstance(resize, bool) or not isinstance(resize, (int, np.integer)) or resize < 1:
+        raise ConfigError(f"folder: resize must be a positive integer or None, got {resize!r}")
+    return int(resize)
+
+
+FOLDER_USAGE = "folder:ROOT or folder:FILE.csv (ROOT/CLASS/*.png, or ROOT/train/CLASS/... and ROOT/test/CLASS/...)"
+
+
+@register_dataset("folder", FOLDER_USAGE)
+def load_folder(root: str = "", *, resize: int | None = None) -> ImageDataset:
+    """Images from a class-per-folder tree or a CSV manifest (see the module docstring).
+
+    ``meta`` holds ``root`` and ``train_files`` / ``test_files`` (paths in split order, as strings).
+    """
+    if not root:
+        raise DataError(f"folder needs a path: {FOLDER_USAGE}")
+    resize = _check_resize(resize)
+    source = Path(root).expanduser()
+    test_name = "test"
+    if source.is_file() and source.suffix.lower() == ".csv":
+        classes, train, test = read_manifest(source)
+    elif source.is_dir():
+        classes, train, test, test_name = scan_folder_root(source)
+    elif source.suffix.lower() == ".csv":
+        raise DataError(f"{source}: CSV manifest not found")
+    elif source.exists():
+        raise DataError(f"{source}: expected a folder of class folders or a .csv manifest")
+    else:
+        raise DataError(f"{source}: no such folder")
+    split_files = [train] + ([test] if test is not None else [])
+    decoded = [(s.paths, decode_all(s.paths, resize)) for s in split_files]
+    images = stack_images(decoded)
+    k = len(classes)
+    train_split = make_split(images[0], train.labels, k, source=f"{source} (train)")
+    test_split = make_split(images[1], test.labels, k, source=f"{source} ({test_name})") if test is not None else None
+    meta = {"root": str(source), "train_files": tuple(str(p) for p in train.paths)}
+    if test is not None:
+        meta["test_files"] = tuple(str(p) for p in test.paths)
+    return ImageDataset(f"folder:{source.name}", classes, train_split, test_split, meta=meta)

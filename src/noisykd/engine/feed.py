@@ -1,0 +1,88 @@
+"""Images for the training loop, gathered by index with no per-image Python work.
+
+The uint8 training set lives on the training device when it fits (one ``index_select`` per batch). When it
+does not, it stays in pinned host memory and batches are gathered there and copied asynchronously, the next
+batch being gathered in a background thread while the device works on the current one.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from ..data import ImageSplit
+
+# keep at most this share of the free device memory for the data set (the rest is for networks/activations)
+DEVICE_MEMORY_SHARE = 0.4
+
+
+class ImageFeed:
+    """A split as tensors: images uint8 (N, H, W, C), labels int64 (N,), indices int64 (N,).
+
+    ``batches(order, batch_size)`` yields (images_u8, labels, indices) on the device for consecutive chunks
+    of ``order`` (positions into the split).
+    """
+
+    def __init__(self, split: ImageSplit, device: torch.device, on_device: str = "auto"):
+        self.device = device
+        self.size = len(split)
+        images = torch.from_numpy(np.ascontiguousarray(split.images))
+        self.on_device = _decide_on_device(images.numel(), device, on_device)
+        if self.on_device:
+            self.images = images.to(device)
+        else:
+            self.images = images.pin_memory() if device.type == "cuda" else images
+        self.labels = torch.from_numpy(split.labels).to(device)
+        self.indices = torch.from_numpy(split.indices).to(device)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def gather(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(images_u8 (B, H, W, C), labels (B,), indices (B,)) for positions ``rows``, all on the device."""
+        rows_dev = rows.to(self.device)
+        if self.on_device:
+            images = self.images.index_select(0, rows_dev)
+        else:
+            images = self._host_gather(rows.cpu())
+        return images, self.labels.index_select(0, rows_dev), self.indices.index_select(0, rows_dev)
+
+    def _host_gather(self, rows: torch.Tensor) -> torch.Tensor:
+        chunk = self.images.index_select(0, rows)
+        if self.device.type == "cuda":
+            return chunk.pin_memory().to(self.device, non_blocking=True)
+        return chunk.to(self.device)
+
+    def batches(self, order: torch.Tensor, batch_size: int, drop_last: bool = False
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Consecutive batches of ``order``; a last batch of one sample is dropped when ``drop_last`` (BatchNorm
+        cannot train on it)."""
+        chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        if drop_last and chunks and len(chunks[-1]) < 2:
+            chunks = chunks[:-1]
+        if self.on_device or len(chunks) < 2:
+            for rows in chunks:
+                yield self.gather(rows)
+            return
+        # host streaming: gather the next batch while the current one is being used
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(self.gather, chunks[0])
+            for nxt in chunks[1:]:
+                current = pending.result()
+                pending = pool.submit(self.gather, nxt)
+                yield current
+            yield pending.result()
+
+
+def _decide_on_device(num_bytes: int, device: torch.device, policy: str) -> bool:
+    if policy == "no":  # forced streaming (also on the CPU, where it exercises the same code path)
+        return False
+    if policy == "yes" or device.type == "cpu":
+        return True
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return num_bytes <= DEVICE_MEMORY_SHARE * free
+    return True

@@ -1,0 +1,89 @@
+"""Run outputs: per-epoch metrics (CSV + JSONL), the summary JSON, training-curve plots."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from pathlib import Path
+
+ORACLE_NOTE = "oracle: epoch chosen on the test set itself; for analysis only, not a fair model selection"
+
+
+def write_metrics(history: list[dict], folder: Path) -> None:
+    """Rewrite ``metrics.csv`` and ``metrics.jsonl`` from the whole history (so a resumed run has no
+    duplicated or stale rows)."""
+    if not history:
+        return
+    columns: list[str] = []
+    for row in history:
+        columns += [k for k in row if k not in columns]
+    _atomic_text(folder / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in history))
+    tmp = folder / "metrics.csv.tmp"
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(history)
+    os.replace(tmp, folder / "metrics.csv")
+
+
+def model_selection(history: list[dict], metric: str = "test_acc") -> dict:
+    """The three selections every run reports: last epoch, best noisy-validation epoch, best test (oracle)."""
+    last = history[-1]
+    out: dict = {"last": {"epoch": last["epoch"], metric: last.get(metric)}}
+    with_val = [r for r in history if r.get("val_acc") is not None]
+    if with_val:
+        best = max(with_val, key=lambda r: (r["val_acc"], r["epoch"]))
+        out["best_noisy_val"] = {"epoch": best["epoch"], "val_acc": best["val_acc"], metric: best.get(metric)}
+    else:
+        out["best_noisy_val"] = None
+    with_test = [r for r in history if r.get(metric) is not None]
+    if with_test:
+        best = max(with_test, key=lambda r: r[metric])
+        out["best_test_oracle"] = {"epoch": best["epoch"], metric: best[metric], "note": ORACLE_NOTE}
+    return out
+
+
+def write_json(obj: dict, path: Path) -> None:
+    _atomic_text(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
+
+
+def plot_curves(history: list[dict], path: Path, title: str = "") -> None:
+    """Loss and accuracies per epoch as a PNG (two panels)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    ax_loss.plot(epochs, [r["train_loss"] for r in history], label="train loss")
+    ax_loss.set_xlabel("epoch"), ax_loss.set_ylabel("loss"), ax_loss.grid(alpha=0.3), ax_loss.legend()
+    labels = {"train_acc_noisy": "train (given labels)", "train_acc_clean": "train (clean labels)",
+              "val_acc": "noisy validation", "test_acc": "test"}
+    acc_keys = [k for k in labels if any(r.get(k) is not None for r in history)]
+    acc_keys += sorted({k for r in history for k in r if k.startswith("test_acc_")})
+    for key in acc_keys:
+        ys = [r.get(key) for r in history]
+        ax_acc.plot(epochs, [math.nan if y is None else y for y in ys], label=labels.get(key, key))
+    ax_acc.set_xlabel("epoch"), ax_acc.set_ylabel("accuracy"), ax_acc.grid(alpha=0.3), ax_acc.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _jsonable(value):
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)

@@ -1,0 +1,21 @@
+"""Exceptions raised for bad input. Each message names the file or field and what was expected."""
+
+
+class NoisyKDError(Exception):
+    """Base class of every error noisykd raises on purpose."""
+
+
+class DataError(NoisyKDError, ValueError):
+    """A data set, label file or noise specification is missing, malformed or inconsistent."""
+
+
+class UnsafePickleError(DataError):
+    """A pickle asked for a global outside the allow-list; nothing in it was executed."""
+
+
+class ConfigError(NoisyKDError, ValueError):
+    """A configuration value is missing, of the wrong type or out of range."""
+
+
+class CheckpointError(NoisyKDError):
+    """A checkpoint is missing, truncated or does not match the run."""

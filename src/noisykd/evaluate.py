@@ -1,0 +1,35 @@
+"""Evaluating a saved run or checkpoint on a test split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .config import from_dict
+from .engine import Trainer
+from .engine.checkpoint import BEST, LAST, load_checkpoint
+from .errors import DataError
+
+
+def evaluate_checkpoint(target: str | Path, data_spec: str | None = None, best: bool = False) -> dict:
+    """Test accuracy of every head of the method saved in ``target`` (a run folder or a checkpoint file).
+
+    ``data_spec`` evaluates on another source's test split (same classes and image size expected);
+    ``best`` picks ``checkpoints/best.pt`` of a run folder instead of ``last.pt``.
+    Returns {"checkpoint", "epoch", "test_samples", "accuracy": {head: accuracy}}.
+    """
+    target = Path(target)
+    path = target if target.is_file() else target / "checkpoints" / (BEST if best else LAST)
+    state = load_checkpoint(path)
+    cfg = from_dict(state["config"]).validate()
+    if data_spec is not None:
+        cfg.data.spec, cfg.data.labels, cfg.data.noise, cfg.data.noise_file = data_spec, None, "none", None
+    trainer = Trainer(cfg, progress=False, log=lambda *_: None)
+    trainer.build()
+    if trainer.data.test is None:
+        raise DataError(f"{cfg.data.spec}: this data source has no test split to evaluate on")
+    trainer.load_networks(state)
+    row = trainer.evaluate()
+    accuracy = {("main" if k == "test_acc" else k.removeprefix("test_acc_")): v
+                for k, v in row.items() if k.startswith("test_acc")}
+    return {"checkpoint": str(path), "epoch": state["epoch"], "test_samples": len(trainer.data.test),
+            "accuracy": accuracy}
