@@ -224,6 +224,53 @@ def eval_cmd(
     console.print(table)
 
 
+@app.command("detect")
+@friendly_errors
+def detect_cmd(
+    run: Path = typer.Argument(..., help="a finished run folder; trained first (with the options below) if it "
+                               "holds no run yet"),
+    detector: str = typer.Option("auto", help="auto (the run's own rule), otsu_mu1, otsu_s, otsu_mu2, gmm, argmax"),
+    method: str = typer.Option("bkd", help="method to train when RUN holds no run"),
+    data: str = typer.Option("digits", help="data spec to train on when RUN holds no run"),
+    labels: Optional[str] = typer.Option(None, help="label-set spec, e.g. cifar10n:FILE:worst"),
+    noise: str = typer.Option("none", help="synthetic noise, e.g. sym:0.4"),
+    overrides: List[str] = typer.Option([], "--set", "-s", help="config override for training: key=value"),
+    top: int = typer.Option(10, help="show this many most-likely-wrong labels"),
+) -> None:
+    """Rank the training labels by how likely they are wrong; write RUN/label_issues.csv (most likely wrong
+    first) and, when the true labels are known, precision / recall / F1 / AUROC / AUPRC."""
+    from .detect.from_run import detect_from_run
+
+    if not (run / "samples.npz").is_file():
+        from .config import load_config
+        from .engine import Trainer
+
+        sets = [f"method={method}", f"data.spec={data}", f"data.noise={noise}", f"out_dir={run}"]
+        sets += [f"data.labels={labels}"] if labels else []
+        console.print(f"no finished run in {run}: training {method} on {data} first")
+        Trainer(load_config(overrides=sets + list(overrides))).run(resume=(run / "checkpoints").exists())
+    found = detect_from_run(run, detector)
+    found.write_csv(run / "label_issues.csv")
+    n, flagged = len(found.index), int(found.flagged.sum())
+    console.print(f"detector: {found.detector} (scores: {found.score_source}); flagged {flagged:,} of {n:,} "
+                  f"training labels ({100 * flagged / max(n, 1):.1f}%)")
+    table = Table("rank", "index", "given", "suggested", "noise score", "flagged",
+                  title=f"the {top} labels most likely wrong")
+    for rank, i in enumerate(found.ranking()[:top], 1):
+        table.add_row(str(rank), str(found.index[i]), str(found.given_label[i]), str(found.suggested_label[i]),
+                      f"{found.noise_score[i]:.3f}", "yes" if found.flagged[i] else "no")
+    console.print(table)
+    if found.metrics is not None:
+        m = found.metrics
+        auroc = "-" if m.get("auroc") is None else f"{m['auroc']:.3f}"
+        console.print(f"against the true labels: F1 {100 * m['f1']:.2f}%  precision {100 * m['precision']:.2f}%  "
+                      f"recall {100 * m['recall']:.2f}%  AUROC {auroc}")
+        from .engine.report import write_json
+
+        write_json({"detector": found.detector, "score_source": found.score_source, **m}, run / "detection.json")
+    console.print(f"wrote {run / 'label_issues.csv'}")
+
+
 # ------------------------------------------------------------------------------------------------------------
 # demo
 

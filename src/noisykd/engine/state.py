@@ -72,12 +72,14 @@ class SampleStore:
         """Write every entry to ``npz_path`` and, to ``csv_path``, one row per sample with ``columns`` (extra
         N-length arrays, written first) and every one-value-per-sample entry. ``rows`` restricts the CSV to
         those dataset indices (e.g. the training samples, without the held-out ones)."""
-        arrays = {name: t.detach().cpu().numpy() for name, t in self._tensors.items()}
         extra = dict(columns or {})
-        np.savez_compressed(npz_path, index=np.arange(self.num_samples), **extra, **arrays)
+        # explicit columns first; a store entry of the same name is the same data in its raw form
+        arrays = {**extra, **{name: t.detach().cpu().numpy() for name, t in self._tensors.items()
+                              if name not in extra}}
+        np.savez_compressed(npz_path, index=np.arange(self.num_samples), **arrays)
         if csv_path is None:
             return
-        flat = {**extra, **{k: v for k, v in arrays.items() if v.ndim == 1}}
+        flat = {k: v for k, v in arrays.items() if v.ndim == 1}
         rows = np.arange(self.num_samples) if rows is None else np.asarray(rows)
         with open(csv_path, "w", newline="") as f:
             writer = csv.writer(f)

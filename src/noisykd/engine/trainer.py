@@ -28,6 +28,7 @@ from torch import nn
 
 from .. import augment
 from ..config import RunConfig, save_config
+from ..detect import detection_metrics, find_label_issues
 from ..errors import CheckpointError, ConfigError
 from ..methods import Batch, EvalBatch, Method, MethodContext, create_method
 from ..models import create_model, wrap_module
@@ -385,12 +386,14 @@ class Trainer:
             "test_samples": len(self.data.test) if self.data.test is not None else 0,
             "noise": self.data.noisy.summary(),
             **report.model_selection(self.history),
+            "detection": self._detection(samples),
             "method_summary": self.method.summary(),
             "median_img_per_s": float(np.median([r["img_per_s"] for r in self.history])),
             "device": str(self.device),
         }
         report.write_json(summary, out / "summary.json")
         report.plot_curves(self.history, out / "curves.png", title=f"{self.config.method} on {self.config.data.spec}")
+        self.method.write_reports(out, self.history, samples["is_noisy"].astype(bool) if "is_noisy" in samples else None)
         return RunResult(out, self.history, summary)
 
     def _sample_outputs(self) -> dict[str, np.ndarray]:
@@ -415,7 +418,27 @@ class Trainer:
         columns.update({"predicted_label": predicted, "p_given": p_given, "loss": loss})
         for name, values in self.method.sample_outputs().items():
             columns[name] = np.asarray(values)
+        self.detector = self.config.method
+        if "flagged" not in columns:
+            # methods without a detector of their own: DivideMix's 2-component GMM on the final loss
+            issues = find_label_issues(given[rows.numpy()], scores=p_given[rows.numpy()], method="gmm",
+                                       seed=self.config.seed)
+            columns["noise_score"] = np.full(n, np.nan, dtype=np.float32)
+            columns["noise_score"][rows] = issues.noise_score
+            columns["flagged"] = np.full(n, -1, dtype=np.int64)
+            columns["flagged"][rows] = issues.is_label_issue
+            self.detector = "gmm_on_final_loss"
         return columns
+
+    def _detection(self, columns: dict[str, np.ndarray]) -> dict | None:
+        """Precision, recall, F1, AUROC, AUPRC of the run's flags on the training samples, when the truth is
+        known (BKD Eqs. 10-12)."""
+        if "is_noisy" not in columns:
+            return None
+        rows = self.data.train.indices
+        metrics = detection_metrics(columns["is_noisy"][rows].astype(bool), columns["flagged"][rows] == 1,
+                                    columns["noise_score"][rows])
+        return {"detector": self.detector, **metrics}
 
     def _log_epoch(self, row: dict) -> None:
         parts = [f"epoch {row['epoch']:>3}/{self.config.optim.epochs}", f"loss {row['train_loss']:.4f}",

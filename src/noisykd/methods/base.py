@@ -131,6 +131,10 @@ class Method:
         suggested_label, group). Default: none beyond the engine's own."""
         return {}
 
+    def write_reports(self, out_dir, history: list[dict], is_noisy: np.ndarray | None) -> None:
+        """Method-specific plots into ``out_dir`` at the end of a run. ``is_noisy`` (bool, by dataset index) is
+        the ground truth when known, for colouring only."""
+
     def summary(self) -> dict:
         """Method-specific values for the run summary (e.g. BKD's tipping epoch and thresholds)."""
         return {}

@@ -42,4 +42,4 @@ def create_method(name: str, ctx: MethodContext, **args) -> Method:
 
 
 def _ensure_builtin() -> None:
-    from . import loss_baselines  # noqa: F401  (registers the loss baselines)
+    from . import bkd, loss_baselines  # noqa: F401  (importing registers them)

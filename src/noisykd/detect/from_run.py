@@ -1,0 +1,89 @@
+"""Wrong-label detection from a finished training run's per-sample outputs (``RUN/samples.npz``)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+from .issues import find_label_issues
+from .metrics import detection_metrics
+
+DETECTORS = ("auto", "otsu_mu1", "otsu_s", "otsu_mu2", "gmm", "argmax")
+
+
+@dataclass(frozen=True)
+class RunDetection:
+    """Per training sample (arrays aligned with ``index``): given and suggested label, noise score (higher =
+    more likely wrong), Otsu group (-1 when none), flag; ``metrics`` when the truth is known."""
+
+    detector: str
+    score_source: str
+    index: np.ndarray
+    given_label: np.ndarray
+    suggested_label: np.ndarray
+    noise_score: np.ndarray
+    group: np.ndarray
+    flagged: np.ndarray
+    metrics: dict | None
+
+    def ranking(self) -> np.ndarray:
+        """Positions, most likely wrong first (ties by index)."""
+        return np.lexsort((self.index, -self.noise_score))
+
+    def write_csv(self, path: str | Path) -> None:
+        """index, given_label, suggested_label, noise_score, group, flagged; most likely wrong first."""
+        tmp = Path(str(path) + ".tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["index", "given_label", "suggested_label", "noise_score", "group", "flagged"])
+            for i in self.ranking():
+                writer.writerow([int(self.index[i]), int(self.given_label[i]), int(self.suggested_label[i]),
+                                 f"{float(self.noise_score[i]):.6f}",
+                                 "" if self.group[i] < 0 else int(self.group[i]), int(self.flagged[i])])
+        os.replace(tmp, path)
+
+
+def detect_from_run(run_dir: str | Path, detector: str = "auto", seed: int = 0) -> RunDetection:
+    """Apply ``detector`` to the per-sample outputs of a run.
+
+    "auto" keeps the run's own decision (BKD: P_A < mu1 at the fitting epoch; other methods: the GMM on the
+    final loss). The others re-decide from the run's scores: BKD's P_A of the given label at the fitting
+    epoch when present, else the final model's probability of the given label.
+    """
+    if detector not in DETECTORS:
+        raise DataError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}")
+    path = Path(run_dir) / "samples.npz"
+    if not path.is_file():
+        raise DataError(f"{path}: no per-sample outputs; is {run_dir} a finished noisykd run?")
+    with np.load(path, allow_pickle=False) as npz:
+        samples = {k: npz[k] for k in npz.files}
+    rows = np.flatnonzero(samples["flagged"] >= 0)  # the training samples (held-out ones are -1)
+    given = samples["given_label"][rows]
+    suggested = samples["predicted_label"][rows]
+    group = samples["group"][rows] if "group" in samples else np.full(len(rows), -1)
+    if detector == "auto":
+        flagged = samples["flagged"][rows] == 1
+        noise_score = samples["noise_score"][rows]
+        source = "run"
+    else:
+        use_agreement = "p_agree_at_split" in samples
+        scores = samples["p_agree_at_split" if use_agreement else "p_given"][rows].astype(np.float64)
+        issues = find_label_issues(given, scores=np.clip(scores, 0, 1), method=detector, seed=seed)
+        flagged, noise_score = issues.is_label_issue, issues.noise_score
+        group = issues.group if issues.group is not None else np.full(len(rows), -1)
+        source = "P_A at the fitting epoch" if use_agreement else "final P(given label)"
+    metrics = None
+    if "is_noisy" in samples:
+        metrics = detection_metrics(samples["is_noisy"][rows].astype(bool), flagged, noise_score)
+    summary_path = Path(run_dir) / "summary.json"
+    name = detector
+    if detector == "auto" and summary_path.is_file():
+        name = (json.loads(summary_path.read_text()).get("detection") or {}).get("detector", "auto")
+    return RunDetection(name, source, samples["index"][rows], given, suggested, noise_score.astype(np.float64),
+                        np.asarray(group, dtype=np.int64), np.asarray(flagged, dtype=np.int64), metrics)

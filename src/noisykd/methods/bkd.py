@@ -1,0 +1,283 @@
+"""BKD: Blind Knowledge Distillation (Kaiser et al.; ``shared/papers/bkd-blind-knowledge-distillation.md``).
+
+Two networks of the same topology see the same augmented batch:
+
+* the **teacher** T learns from the given labels: cross-entropy (Eq. 2) in stage 1, the robust loss with
+  per-sample label smoothing towards the student and sharpening (Eqs. 7-8) in stage 2;
+* the **blind student** S learns only the teacher's logits of the classes *other* than the given label
+  (Eq. 3), so it never sees the (possibly wrong) label itself.
+
+Every epoch records, per sample, P_T(y|x), P_S(y|x) and the agreement P_A(y|x) (Eq. 5), and the mean max
+student probability (Eq. 4). The first strict maximum of the latter over a window of 2k+1 epochs is the
+*fitting epoch* e* (the tipping point from learning patterns to fitting details), known k epochs later. Otsu's
+method (Eq. 6) on P_A(y|x) at e* gives the thresholds s, mu1, mu2, four groups and their alphas; from the next
+epoch on the teacher trains with Eq. 7-8. Prediction is argmax P_A; detection flags P_A(y|x) < mu1.
+
+Stop-gradients (the paper's semantics, default): the teacher's logits are detached in the student loss
+(Eq. 3), and the student's probabilities are detached in the teacher's target (Eq. 7).
+``reference_gradients=True`` reproduces the authors' code: neither is detached (the teacher also receives the
+student-loss gradient) and Eq. 3 is normalised by B*C - 1 instead of B*(C - 1).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..detect import assign_groups, otsu_threshold, tipping_epoch_with_fallback
+from ..errors import ConfigError
+from .base import Batch, Method, MethodContext, StepOutput
+from .registry import register_method
+
+SPLIT_SOURCES = ("train_pass", "eval_pass")
+DETECTION_THRESHOLDS = ("mu1", "s", "mu2")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The equations, as pure functions (B = batch size, C = classes)
+
+def blind_student_loss(teacher_logits: torch.Tensor, student_logits: torch.Tensor, labels: torch.Tensor,
+                       reference_gradients: bool = False) -> torch.Tensor:
+    """Eq. 3: mean over the batch of 1/(C-1) * sum_{c != y} (l_c^T - l_c^S)^2.
+
+    teacher_logits, student_logits: (B, C); labels: (B,). The teacher's logits are detached (paper) unless
+    ``reference_gradients`` (authors' code: no detach, and the sum divided by B*C - 1).
+    """
+    b, c = student_logits.shape
+    target = teacher_logits if reference_gradients else teacher_logits.detach()
+    others = 1.0 - F.one_hot(labels, c).to(student_logits.dtype)  # masks out the given label's logit
+    squared = (target - student_logits).pow(2) * others
+    denominator = b * c - 1 if reference_gradients else b * (c - 1)
+    return squared.sum() / denominator
+
+
+def agreement_probability(teacher_probs: torch.Tensor, student_probs: torch.Tensor) -> torch.Tensor:
+    """Eq. 5: P_A = P_T * P_S renormalised over the classes. (B, C) -> (B, C)."""
+    joint = teacher_probs * student_probs
+    return joint / joint.sum(dim=1, keepdim=True).clamp_min(torch.finfo(joint.dtype).tiny)
+
+
+def log_agreement(teacher_logits: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
+    """log P_A computed stably from the logits: log_softmax(log_softmax(l^T) + log_softmax(l^S)). (B, C)."""
+    return torch.log_softmax(torch.log_softmax(teacher_logits, 1) + torch.log_softmax(student_logits, 1), 1)
+
+
+def robust_target(labels: torch.Tensor, student_probs: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """Eqs. 7-8: beta = (1 - alpha) onehot(y) + alpha P_S, sharpened S(beta)_c = beta_c^(1+alpha) / sum.
+
+    labels (B,), student_probs (B, C), alpha (B,) -> (B, C) target distribution.
+    """
+    a = alpha[:, None].to(student_probs.dtype)
+    beta = (1 - a) * F.one_hot(labels, student_probs.shape[1]).to(student_probs.dtype) + a * student_probs
+    sharpened = beta.clamp_min(0).pow(1 + a)
+    return sharpened / sharpened.sum(dim=1, keepdim=True)
+
+
+def robust_teacher_loss(teacher_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Eq. 7: -1/B sum_x sum_c S(beta)_c log P_T(c|x)."""
+    return -(target * torch.log_softmax(teacher_logits, dim=1)).sum(dim=1).mean()
+
+
+def mean_max_probability(probs: torch.Tensor) -> torch.Tensor:
+    """Eq. 4 summand: max_c P(c|x) per sample. (B, C) -> (B,)."""
+    return probs.max(dim=1).values
+
+
+# ------------------------------------------------------------------------------------------------------------
+
+@register_method("bkd")
+class BlindKnowledgeDistillation(Method):
+    """Teacher + blind student, tipping-point detection, Otsu noise estimation, robust second stage.
+
+    Arguments (``method_args``):
+      k:                   half window of the tipping detector (paper's code: 2).
+      min_epochs:          epochs recorded before the detector may fire (authors' code: 6).
+      tipping_deadline:    if no tipping point is found after this many epochs, take the arg-max of the mean
+                           max student probability so far (reported as ``fallback`` in the summary; default:
+                           half the run).
+      tipping_fallback_epoch: use this fixed (0-based) epoch instead of the arg-max at the deadline. The
+                           authors' code amounts to ``tipping_deadline=10, tipping_fallback_epoch=8``.
+      alphas:              (alpha1..alpha4) for the groups P_A >= mu2, [s, mu2), [mu1, s), < mu1.
+      otsu_step, otsu_variance ("sigma2" paper | "sigma" code), otsu_search ("grid" | "histogram" code).
+      split_source:        "train_pass": P_A recorded during the training pass of e* (augmented views,
+                           train-mode BatchNorm; the authors' code). "eval_pass": an eval-mode pass on
+                           un-augmented images after every stage-1 epoch (costs one extra forward pass).
+      detection_threshold: "mu1" (paper's Table 2 choice), "s" or "mu2".
+      reference_gradients: reproduce the authors' code's gradients (see module docstring).
+    """
+
+    name = "bkd"
+
+    def __init__(self, ctx: MethodContext, k: int = 2, min_epochs: int = 6, tipping_deadline: int | None = None,
+                 tipping_fallback_epoch: int | None = None,
+                 alphas: list | tuple = (0.3, 0.45, 0.55, 0.7), otsu_step: float = 0.001,
+                 otsu_variance: str = "sigma2", otsu_search: str = "grid", split_source: str = "eval_pass",
+                 detection_threshold: str = "mu1", reference_gradients: bool = False):
+        super().__init__(ctx)
+        if split_source not in SPLIT_SOURCES:
+            raise ConfigError(f"bkd: split_source must be one of {SPLIT_SOURCES}, got {split_source!r}")
+        if detection_threshold not in DETECTION_THRESHOLDS:
+            raise ConfigError(f"bkd: detection_threshold must be one of {DETECTION_THRESHOLDS}")
+        if len(alphas) != 4 or not all(0 <= a <= 1 for a in alphas) or list(alphas) != sorted(alphas):
+            raise ConfigError(f"bkd: alphas must be 4 increasing values in [0, 1], got {alphas}")
+        if k < 1:
+            raise ConfigError(f"bkd: k must be >= 1, got {k}")
+        self.k, self.min_epochs = k, min_epochs
+        self.tipping_deadline = tipping_deadline if tipping_deadline is not None else max(ctx.total_epochs // 2,
+                                                                                         2 * k + 1)
+        self.tipping_fallback_epoch = tipping_fallback_epoch
+        self.alphas = tuple(float(a) for a in alphas)
+        self.otsu_options = {"step": otsu_step, "variance": otsu_variance, "search": otsu_search}
+        self.split_source = split_source
+        self.detection_threshold = detection_threshold
+        self.reference_gradients = reference_gradients
+        self.teacher = ctx.build_model()
+        self.student = ctx.build_model()
+        epochs, store = ctx.total_epochs, ctx.store
+        # per-sample histories by epoch (Eq. 5 inputs), float16 to keep 50k x 300 x 3 small on the device
+        for name in ("p_teacher", "p_student", "p_agree"):
+            store.add(f"{name}_history", shape=(epochs,), dtype=torch.float16)
+        if split_source == "eval_pass":
+            store.add("p_agree_eval_history", shape=(epochs,), dtype=torch.float16)
+        store.add("alpha", dtype=torch.float32, fill=0.0)
+        store.add("group", dtype=torch.int64)
+        # method state (checkpointed through state_dict)
+        self.stage = 1
+        self.mean_max_student: list[float] = []
+        self.split: dict = {}
+        self._max_sum = torch.zeros((), device=ctx.device)
+        self._max_count = 0
+
+    def networks(self):
+        return {"teacher": self.teacher, "student": self.student}
+
+    # --------------------------------------------------------------------------------------------------------
+    def on_epoch_start(self, epoch: int) -> None:
+        self._max_sum.zero_()
+        self._max_count = 0
+
+    def training_step(self, batch: Batch) -> StepOutput:
+        x, y = batch.views["train"], batch.labels
+        teacher_logits = self.teacher(x)
+        student_logits = self.student(x)
+        loss_student = blind_student_loss(teacher_logits, student_logits, y, self.reference_gradients)
+        if self.stage == 1:
+            loss_teacher = F.cross_entropy(teacher_logits, y)  # Eq. 2
+        else:
+            student_probs = torch.softmax(student_logits.float(), 1)
+            if not self.reference_gradients:
+                student_probs = student_probs.detach()
+            alpha = self.ctx.store["alpha"][batch.indices]
+            loss_teacher = robust_teacher_loss(teacher_logits.float(), robust_target(y, student_probs, alpha))
+        with torch.no_grad():
+            self._record_training_pass(batch.indices, y, teacher_logits.float(), student_logits.float())
+        return StepOutput(loss=loss_teacher + loss_student, logits=log_agreement(teacher_logits, student_logits),
+                          metrics={"loss_teacher": loss_teacher.detach(), "loss_student": loss_student.detach()})
+
+    def _record_training_pass(self, indices, labels, teacher_logits, student_logits) -> None:
+        p_t, p_s = torch.softmax(teacher_logits, 1), torch.softmax(student_logits, 1)
+        p_a = log_agreement(teacher_logits, student_logits).exp()
+        column = self.ctx.epoch
+        store = self.ctx.store
+        for name, probs in (("p_teacher", p_t), ("p_student", p_s), ("p_agree", p_a)):
+            store.write(f"{name}_history", indices, probs.gather(1, labels[:, None])[:, 0], column=column)
+        self._max_sum += mean_max_probability(p_s).sum()
+        self._max_count += len(labels)
+
+    def after_optimizer_step(self) -> None:
+        pass
+
+    def on_epoch_end(self, epoch: int) -> dict[str, float]:
+        self.mean_max_student.append(self._max_sum.item() / max(self._max_count, 1))  # Eq. 4
+        if self.split_source == "eval_pass" and self.stage == 1:
+            self._record_eval_pass(epoch)
+        if self.stage == 1:
+            tipping = tipping_epoch_with_fallback(self.mean_max_student, k=self.k, min_epochs=self.min_epochs,
+                                                  deadline=self.tipping_deadline,
+                                                  fallback_epoch=self.tipping_fallback_epoch)
+            if tipping is not None:
+                self._split_at(tipping.epoch, detected_at=epoch, fallback=tipping.fallback)
+        return {"mean_max_p_student": self.mean_max_student[-1], "stage": float(self.stage)}
+
+    @torch.no_grad()
+    def _record_eval_pass(self, epoch: int) -> None:
+        for batch in self.ctx.iterate_train():
+            log_pa = log_agreement(self.teacher(batch.images).float(), self.student(batch.images).float())
+            self.ctx.store.write("p_agree_eval_history", batch.indices,
+                                 log_pa.exp().gather(1, batch.labels[:, None])[:, 0], column=epoch)
+
+    def _split_at(self, fitting_epoch: int, detected_at: int, fallback: bool) -> None:
+        """Otsu on P_A(y|x) of the fitting epoch (Eq. 6), groups and alphas; switch to stage 2."""
+        history = "p_agree_eval_history" if self.split_source == "eval_pass" else "p_agree_history"
+        rows = self._training_rows()
+        values = self.ctx.store[history][:, fitting_epoch].float().cpu().numpy()[rows]
+        result = otsu_threshold(values, **self.otsu_options)
+        groups, alpha = assign_groups(values, result, alphas=self.alphas)
+        self.ctx.store.write("group", torch.from_numpy(rows), torch.from_numpy(groups))
+        self.ctx.store.write("alpha", torch.from_numpy(rows), torch.from_numpy(alpha.astype(np.float32)))
+        self.stage = 2
+        self.split = {
+            "fitting_epoch": fitting_epoch + 1, "detected_after_epoch": detected_at + 1, "fallback": fallback,
+            "split_source": self.split_source, "s": float(result.threshold), "mu1": float(result.mu1),
+            "mu2": float(result.mu2), "group_sizes": np.bincount(groups, minlength=4).tolist(),
+        }
+
+    def _training_rows(self) -> np.ndarray:
+        """Dataset indices of the training samples (rows of the store written by the training pass)."""
+        seen = ~torch.isnan(self.ctx.store["p_teacher_history"][:, 0].float())
+        return torch.nonzero(seen)[:, 0].cpu().numpy()
+
+    # --------------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        teacher_logits, student_logits = self.teacher(images).float(), self.student(images).float()
+        return {"main": log_agreement(teacher_logits, student_logits), "teacher": teacher_logits,
+                "student": student_logits}
+
+    def sample_outputs(self) -> dict[str, np.ndarray]:
+        """Per sample: P_A(y|x) at the fitting epoch, its group and alpha, the flag (P_A < mu1 by default) and
+        a noise score 1 - P_A(y|x) (higher = more likely wrong)."""
+        store = self.ctx.store
+        if not self.split:
+            return {}
+        history = "p_agree_eval_history" if self.split_source == "eval_pass" else "p_agree_history"
+        p_agree = store[history][:, self.split["fitting_epoch"] - 1].float().cpu().numpy()
+        threshold = self.split[self.detection_threshold]
+        flagged = (p_agree <= threshold) if self.detection_threshold == "s" else (p_agree < threshold)
+        return {"p_agree_at_split": p_agree, "noise_score": 1.0 - p_agree,
+                "flagged": np.where(np.isnan(p_agree), -1, flagged.astype(np.int64)),
+                "group": store["group"].cpu().numpy(), "alpha": store["alpha"].cpu().numpy()}
+
+    def write_reports(self, out_dir, history: list[dict], is_noisy: np.ndarray | None) -> None:
+        """The paper's Fig. 1 (P_A histogram at the fitting epoch with mu1, s, mu2), Fig. 3 (mean max P_S
+        with the tipping epoch, next to test accuracy) and Fig. 4 (teacher / student / agreement accuracy)."""
+        from ..plots import plot_head_accuracies, plot_score_histogram, plot_tipping_point
+
+        tipping = self.split.get("fitting_epoch") if self.split else None
+        if self.split:
+            outputs = self.sample_outputs()
+            rows = self._training_rows()
+            plot_score_histogram(
+                outputs["p_agree_at_split"][rows], out_dir / "bkd_agreement_histogram.png",
+                is_noisy=None if is_noisy is None else is_noisy[rows],
+                thresholds={k: self.split[k] for k in ("mu1", "s", "mu2")},
+                title=f"P_A of the given label at the fitting epoch {tipping} ({self.split_source})")
+        plot_tipping_point(self.mean_max_student, out_dir / "bkd_tipping_point.png", tipping_epoch=tipping,
+                           test_accuracy=[r.get("test_acc") for r in history],
+                           title="blind student: mean max probability per epoch")
+        plot_head_accuracies(history, {"test_acc_teacher": "teacher P_T", "test_acc_student": "student P_S",
+                                       "test_acc": "agreement P_A"}, out_dir / "bkd_accuracies.png",
+                             vertical=tipping, title="test accuracy per head")
+
+    def summary(self) -> dict:
+        return {"stage": self.stage, "split": self.split or None, "mean_max_p_student": self.mean_max_student,
+                "detection_threshold": self.detection_threshold, "reference_gradients": self.reference_gradients}
+
+    def state_dict(self) -> dict:
+        return {"stage": self.stage, "mean_max_student": list(self.mean_max_student), "split": dict(self.split)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.stage = int(state["stage"])
+        self.mean_max_student = [float(v) for v in state["mean_max_student"]]
+        self.split = dict(state["split"])

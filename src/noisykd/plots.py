@@ -1,0 +1,86 @@
+"""Diagnostic plots people would rather look at than read: score histograms with thresholds, tipping points,
+per-head accuracies. Each function writes one PNG and returns nothing."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_score_histogram(scores: np.ndarray, path: Path, *, is_noisy: np.ndarray | None = None,
+                         thresholds: dict[str, float] | None = None, title: str = "",
+                         xlabel: str = "P_A(y = given label | x)", bins: int = 50) -> None:
+    """Histogram of per-sample scores in [0, 1] (e.g. BKD's P_A at the fitting epoch, the paper's Fig. 1):
+    clean samples green and wrongly labelled ones red when the truth is known; vertical lines at the
+    thresholds (e.g. mu1, s, mu2)."""
+    plt = _pyplot()
+    scores = np.asarray(scores, dtype=float)
+    keep = ~np.isnan(scores)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    edges = np.linspace(0, 1, bins + 1)
+    if is_noisy is not None:
+        noisy = np.asarray(is_noisy, dtype=bool)
+        ax.hist(scores[keep & ~noisy], bins=edges, color="tab:green", alpha=0.6, label="clean label")
+        ax.hist(scores[keep & noisy], bins=edges, color="tab:red", alpha=0.6, label="wrong label")
+    else:
+        ax.hist(scores[keep], bins=edges, color="tab:blue", alpha=0.7, label="all samples")
+    for (name, value), style in zip((thresholds or {}).items(), ("--", "-", ":")):
+        ax.axvline(value, color="black", linestyle=style, label=f"{name} = {value:.3f}")
+    ax.set_xlabel(xlabel), ax.set_ylabel("samples"), ax.legend(fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_tipping_point(series: list[float], path: Path, *, tipping_epoch: int | None,
+                       test_accuracy: list[float | None] | None = None,
+                       series_label: str = "mean max P_S (Eq. 4)", title: str = "") -> None:
+    """A per-epoch series (BKD: mean max student probability, Fig. 3a) with the detected tipping epoch
+    (1-based), and the test accuracy on a second axis (Fig. 3b)."""
+    plt = _pyplot()
+    epochs = np.arange(1, len(series) + 1)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(epochs, series, color="tab:purple", label=series_label)
+    ax.set_xlabel("epoch"), ax.set_ylabel(series_label, color="tab:purple")
+    if tipping_epoch is not None:
+        ax.axvline(tipping_epoch, color="black", linestyle="--", label=f"tipping epoch {tipping_epoch}")
+    if test_accuracy is not None:
+        twin = ax.twinx()
+        twin.plot(epochs[:len(test_accuracy)], [math.nan if a is None else a for a in test_accuracy],
+                  color="tab:orange", label="test accuracy")
+        twin.set_ylabel("test accuracy", color="tab:orange")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_head_accuracies(history: list[dict], heads: dict[str, str], path: Path, *, title: str = "",
+                         vertical: int | None = None) -> None:
+    """Test accuracy per epoch of several prediction heads (BKD: teacher, student, agreement; Fig. 4).
+    ``heads`` maps a metrics key (e.g. ``test_acc_teacher``) to its label."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    epochs = [r["epoch"] for r in history]
+    for key, label in heads.items():
+        ax.plot(epochs, [math.nan if r.get(key) is None else r[key] for r in history], label=label)
+    if vertical is not None:
+        ax.axvline(vertical, color="black", linestyle="--", label=f"epoch {vertical}")
+    ax.set_xlabel("epoch"), ax.set_ylabel("test accuracy"), ax.grid(alpha=0.3), ax.legend(fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
