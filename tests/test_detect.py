@@ -292,9 +292,13 @@ def test_tipping_fallback():
     assert res.as_dict() == {"epoch": 9, "detected_at": 9, "fallback": True}
     # entries after the deadline do not change the decision
     assert tipping_epoch_with_fallback(rising + [0.5, 0.4], deadline=10) == res
-    # first arg-max on ties
+    # first arg-max on ties, among the epochs the detector can choose (index >= k)
     flat = [0.1, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]
-    assert tipping_epoch_with_fallback(flat, deadline=7).epoch == 1
+    assert tipping_epoch_with_fallback(flat, deadline=7).epoch == 2
+    # a short-lived high in the first epochs (common at initialisation) is not taken as the tipping point
+    early_high = [0.34, 0.19, 0.2, 0.25, 0.3, 0.31, 0.32, 0.33]
+    assert tipping_epoch_with_fallback(early_high, deadline=8).as_dict() == {"epoch": 7, "detected_at": 7,
+                                                                            "fallback": True}
     # a detection that becomes known exactly at the deadline still counts
     peak = [0.1, 0.2, 0.3, 0.4, 0.9, 0.5, 0.4]
     assert tipping_epoch_with_fallback(peak, deadline=7).as_dict() == {"epoch": 4, "detected_at": 6,

@@ -115,8 +115,10 @@ def tipping_epoch_with_fallback(series, k: int = DEFAULT_K, min_epochs: int = DE
     deadline : int >= 1, optional
         Number of recorded epochs by which a decision must be made. If no strict maximum is known once the
         series has ``deadline`` entries (a detection that becomes known exactly then still counts), the
-        fitting epoch is the first arg-max of ``series[:deadline]``, reported with ``fallback=True``; the
-        caller should log it. None (default): no fallback, as in the paper.
+        fitting epoch is the first arg-max of ``series[k:deadline]`` (the epochs the detector itself can
+        choose: the first k cannot be the centre of a full window, and a network's very first epochs often
+        show a short-lived high that is not the tipping point), reported with ``fallback=True``; the caller
+        should log it. None (default): no fallback, as in the paper.
     fallback_epoch : int, optional
         Use this fixed epoch as the fallback instead of the arg-max. The authors' code (``if len(x) == 10:
         return 8``) amounts to ``deadline=10, fallback_epoch=8``, except that it does not look at the window
@@ -154,5 +156,6 @@ def tipping_epoch_with_fallback(series, k: int = DEFAULT_K, min_epochs: int = DE
         if e >= deadline:
             raise ConfigError(f"fallback_epoch must be < deadline ({deadline}), got {e}")
     else:
-        e = int(np.argmax(seen))
+        start = min(k, len(seen) - 1)
+        e = start + int(np.argmax(seen[start:]))
     return TippingResult(epoch=e, detected_at=deadline - 1, fallback=True)
