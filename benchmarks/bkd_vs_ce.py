@@ -33,7 +33,19 @@ from noisykd.config import load_config
 from noisykd.engine import Trainer
 
 
-def preset_config(args, method: str, label_set: str | None, seed: int, out_dir: Path) -> dict:
+# benchmark name -> (method, method_args)
+VARIANTS = {"ce": ("ce", {}), "gce": ("gce", {}), "bkd": ("bkd", {}),
+            "bkd_ref": ("bkd", {"reference_gradients": True})}  # the authors' code's gradients
+
+
+def preset_config(args, name: str, label_set: str | None, seed: int, out_dir: Path) -> dict:
+    method, method_args = VARIANTS[name]
+    cfg = _preset(args, method, label_set, seed, out_dir)
+    cfg["method_args"] = dict(method_args)
+    return cfg
+
+
+def _preset(args, method: str, label_set: str | None, seed: int, out_dir: Path) -> dict:
     if args.preset == "digits":
         return {
             "method": method, "seed": seed, "device": args.device, "out_dir": str(out_dir),
@@ -46,6 +58,7 @@ def preset_config(args, method: str, label_set: str | None, seed: int, out_dir: 
     epochs = args.epochs or 24
     return {
         "method": method, "seed": seed, "device": args.device, "out_dir": str(out_dir),
+        "eval_every": args.eval_every,
         "data": {"spec": f"cifar10:{args.cifar_root}", "labels": f"cifar10n:{args.cifar_n}:{label_set}",
                  "train_subset": args.train_subset, "val_fraction": 0.1, "val_seed": 0},
         "model": {"name": "small_cnn"},
@@ -84,7 +97,7 @@ def mean_std(values: list[float]) -> str:
 def markdown(results: dict, args, command: str) -> str:
     lines = [f"# BKD vs CE: {args.preset}", "", f"Command: `{command}`", "",
              f"{results['date']}; {results['machine']}; torch {torch.__version__}; seeds {args.seeds}; "
-             f"{results['epochs']} epochs.", ""]
+             f"{results['epochs']} epochs; test/val evaluated every {args.eval_every} epoch(s) for cifar10n.", ""]
     for label_set, by_method in results["runs"].items():
         rate = by_method[next(iter(by_method))][0]["noise_rate"]
         lines += [f"## {label_set} (noise rate {100 * rate:.2f}%)", "",
@@ -99,10 +112,11 @@ def markdown(results: dict, args, command: str) -> str:
                 f"{mean_std([x['precision'] for x in d])} | {mean_std([x['recall'] for x in d])} | "
                 f"{mean_std([x['auroc'] for x in d])} | {d[0]['detector']} | "
                 f"{statistics.mean(r['seconds'] for r in runs):.0f} |")
-        bkd = by_method.get("bkd")
-        if bkd:
-            tips = [r["tipping"] for r in bkd if r["tipping"]]
-            lines += ["", "BKD fitting epochs: " + ", ".join(
+        for variant in ("bkd", "bkd_ref"):
+            if variant not in by_method:
+                continue
+            tips = [r["tipping"] for r in by_method[variant] if r["tipping"]]
+            lines += ["", f"{variant} fitting epochs: " + ", ".join(
                 f"{t['fitting_epoch']}{' (fallback)' if t['fallback'] else ''} (s {t['s']:.3f}, mu1 {t['mu1']:.3f}, "
                 f"mu2 {t['mu2']:.3f})" for t in tips)]
         lines.append("")
@@ -121,13 +135,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=("digits", "cifar10n"), default="digits")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--methods", nargs="+", default=["ce", "bkd"])
+    parser.add_argument("--methods", nargs="+", default=["ce", "bkd", "bkd_ref"], choices=sorted(VARIANTS))
     parser.add_argument("--label-sets", nargs="+", default=["worst", "aggre"])
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--train-subset", type=int, default=10000)
     parser.add_argument("--cifar-root", default="/tmp/c10")
     parser.add_argument("--cifar-n", default="../shared/data/cifar-n/CIFAR-10_human.pt")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--eval-every", type=int, default=1, help="cifar10n: evaluate every this many epochs")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     out = Path(args.out or f"benchmarks/results/bkd-vs-ce-{args.preset}")

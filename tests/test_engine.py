@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -225,3 +226,17 @@ def test_streaming_from_host_memory_matches_data_on_device(tmp_path):
     streamed = run(tmp_path / "b", **{"optim.epochs": 2, "optim.milestones": [], "data_on_device": "no"})
     assert [r["train_loss"] for r in on_device.history] == [r["train_loss"] for r in streamed.history]
     assert [r["test_acc"] for r in on_device.history] == [r["test_acc"] for r in streamed.history]
+
+
+def test_eval_every_evaluates_some_epochs_and_the_last(tmp_path):
+    result = run(tmp_path / "e", **{"optim.epochs": 5, "optim.milestones": [], "eval_every": 2})
+    assert [r.get("test_acc") is not None for r in result.history] == [False, True, False, True, True]
+    assert result.summary["best_test_oracle"]["epoch"] in (2, 4, 5)
+    assert (result.out_dir / "curves.png").is_file()
+
+
+@pytest.mark.parametrize("option", [{"amp": "bf16"}, {"channels_last": True}])
+def test_speed_options_train_on_cpu(tmp_path, option):
+    result = run(tmp_path / "o", **{"optim.epochs": 2, "optim.milestones": [], **option})
+    assert result.summary["best_test_oracle"]["test_acc"] > 0.3  # learns, 10 classes
+    assert all(math.isfinite(r["train_loss"]) for r in result.history)

@@ -123,6 +123,8 @@ class RunConfig:
     channels_last, compile: opt-in speed options (they slow training down on small CPUs).
     data_on_device: ``auto`` keeps the uint8 training set on the device when it fits, else streams it from
              pinned host memory; ``yes``/``no`` force either.
+    eval_every: evaluate on the test and validation splits every this many epochs (and always at the last);
+             model selection (best noisy-val, best test) then chooses among the evaluated epochs.
     """
 
     method: str = "ce"
@@ -138,6 +140,7 @@ class RunConfig:
     compile: bool = False
     data_on_device: str = "auto"
     eval_batch_size: int = 1024
+    eval_every: int = 1
     out_dir: str = "runs/run"
 
     def validate(self) -> "RunConfig":
@@ -148,6 +151,8 @@ class RunConfig:
         _check_choice("data_on_device", self.data_on_device, ("auto", "yes", "no"))
         if not (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")):
             raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+        if self.eval_every < 1:
+            raise ConfigError(f"eval_every must be >= 1, got {self.eval_every}")
         if self.eval_batch_size < 1:
             raise ConfigError(f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
         return self

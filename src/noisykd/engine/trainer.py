@@ -261,7 +261,8 @@ class Trainer:
                # memorisation: share of the wrongly labelled training samples predicted as their wrong label
                "train_fit_wrong_labels": (fit_wrong / seen_wrong).item() if seen_wrong.item() else None}
         row.update({f"train_{k}": v.item() / seen for k, v in extra_sums.items()})
-        row.update(self.evaluate())
+        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.optim.epochs:
+            row.update(self.evaluate())
         row.update(self.method.on_epoch_end(epoch) or {})
         row.update({"img_per_s": seen / train_time, "epoch_time_s": train_time})
         self.history.append(row)
