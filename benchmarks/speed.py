@@ -142,7 +142,23 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tens
     optimizer.step()
 
 
-class Ours:
+class _Pipeline:
+    """A training loop over ``self._batches()`` (float images, labels on the device); subclasses differ only
+    in how they produce the batches."""
+
+    def train_epoch(self) -> int:
+        self.model.train()
+        seen = 0
+        for x, y in self._batches():
+            train_step(self.model, self.optimizer, x, y)
+            seen += len(y)
+        return seen
+
+    def data_epoch(self) -> int:
+        return sum(len(y) for _, y in self._batches())
+
+
+class Ours(_Pipeline):
     """uint8 set on the device, permutation, gather by index, batched ``weak`` augmentation on the device."""
 
     name = "ours"
@@ -160,19 +176,9 @@ class Ours:
         for images, labels, _ in self.feed.batches(order, self.batch_size, drop_last=True):
             yield self.pipe(images, self.gen_augment), labels
 
-    def train_epoch(self) -> int:
-        self.model.train()
-        seen = 0
-        for x, y in self._batches():
-            train_step(self.model, self.optimizer, x, y)
-            seen += len(y)
-        return seen
-
-    def data_epoch(self) -> int:
-        return sum(len(y) for _, y in self._batches())
 
 
-class Classic:
+class Classic(_Pipeline):
     """Per-sample PIL Dataset behind a multi-worker DataLoader."""
 
     name = "classic"
@@ -192,16 +198,6 @@ class Classic:
         for x, y in self.loader:
             yield x.to(self.device, non_blocking=self.non_blocking), y.to(self.device, non_blocking=self.non_blocking)
 
-    def train_epoch(self) -> int:
-        self.model.train()
-        seen = 0
-        for x, y in self._batches():
-            train_step(self.model, self.optimizer, x, y)
-            seen += len(y)
-        return seen
-
-    def data_epoch(self) -> int:
-        return sum(len(y) for _, y in self._batches())
 
 
 class Engine:

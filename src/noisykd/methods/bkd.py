@@ -188,9 +188,6 @@ class BlindKnowledgeDistillation(Method):
         self._max_sum += mean_max_probability(p_s).sum()
         self._max_count += len(labels)
 
-    def after_optimizer_step(self) -> None:
-        pass
-
     def on_epoch_end(self, epoch: int) -> dict[str, float]:
         self.mean_max_student.append(self._max_sum.item() / max(self._max_count, 1))  # Eq. 4
         if self.split_source == "eval_pass" and self.stage == 1:
