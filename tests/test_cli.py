@@ -6,7 +6,6 @@ import json
 import pickle
 import re
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 

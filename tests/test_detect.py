@@ -12,7 +12,6 @@ import torch
 
 import noisykd.detect as detect
 from noisykd.detect import (
-    OtsuResult,
     assign_groups,
     detection_metrics,
     expected_calibration_error,

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from .issues import find_label_issues
+from .issues import CSV_COLUMNS, find_label_issues
 from .metrics import detection_metrics
 
 DETECTORS = ("auto", "otsu_mu1", "otsu_s", "otsu_mu2", "gmm", "argmax")
@@ -41,7 +41,7 @@ class RunDetection:
         tmp = Path(str(path) + ".tmp")
         with open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(["index", "given_label", "suggested_label", "noise_score", "group", "flagged"])
+            writer.writerow(CSV_COLUMNS)
             for i in self.ranking():
                 writer.writerow([int(self.index[i]), int(self.given_label[i]), int(self.suggested_label[i]),
                                  f"{float(self.noise_score[i]):.6f}",

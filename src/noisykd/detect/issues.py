@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from .metrics import _as_labels, _as_probs_2d, _as_unit_1d, _check_same_length
+from ._checks import _as_labels, _as_probs_2d, _as_unit_1d, _check_same_length
 from .mixture import fit_loss_gmm, small_loss_mask
 from .otsu import assign_groups, otsu_threshold
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from .metrics import _as_float_1d
+from ._checks import _as_float_1d
 
 
 @dataclass(frozen=True, eq=False)

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from .metrics import _as_unit_1d
+from ._checks import _as_unit_1d
 
 VARIANCES = ("sigma2", "sigma")
 SEARCHES = ("grid", "histogram")

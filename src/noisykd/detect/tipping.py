@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from .metrics import _as_float_1d
+from ._checks import _as_float_1d
 
 #: Window half-width and minimum number of recorded epochs of the authors' code.
 DEFAULT_K = 2

@@ -173,14 +173,16 @@ class BlindKnowledgeDistillation(Method):
                 student_probs = student_probs.detach()
             alpha = self.ctx.store["alpha"][batch.indices]
             loss_teacher = robust_teacher_loss(teacher_logits.float(), robust_target(y, student_probs, alpha))
-        with torch.no_grad():
-            self._record_training_pass(batch.indices, y, teacher_logits.float(), student_logits.float())
-        return StepOutput(loss=loss_teacher + loss_student, logits=log_agreement(teacher_logits, student_logits),
+        with torch.no_grad():  # log P_A once per batch: recorded below, and the engine's train accuracy
+            log_p_agree = log_agreement(teacher_logits.float(), student_logits.float())
+            self._record_training_pass(batch.indices, y, teacher_logits.float(), student_logits.float(),
+                                       log_p_agree)
+        return StepOutput(loss=loss_teacher + loss_student, logits=log_p_agree,
                           metrics={"loss_teacher": loss_teacher.detach(), "loss_student": loss_student.detach()})
 
-    def _record_training_pass(self, indices, labels, teacher_logits, student_logits) -> None:
+    def _record_training_pass(self, indices, labels, teacher_logits, student_logits, log_p_agree) -> None:
         p_t, p_s = torch.softmax(teacher_logits, 1), torch.softmax(student_logits, 1)
-        p_a = log_agreement(teacher_logits, student_logits).exp()
+        p_a = log_p_agree.exp()
         column = self.ctx.epoch
         store = self.ctx.store
         for name, probs in (("p_teacher", p_t), ("p_student", p_s), ("p_agree", p_a)):
