@@ -29,9 +29,8 @@ from pathlib import Path
 
 import torch
 
-from noisykd.config import load_config
+from noisykd.config import apply_overrides, load_config
 from noisykd.engine import Trainer
-
 
 # benchmark name -> (method, method_args)
 VARIANTS = {"ce": ("ce", {}), "gce": ("gce", {}), "bkd": ("bkd", {}),
@@ -42,6 +41,11 @@ def preset_config(args, name: str, label_set: str | None, seed: int, out_dir: Pa
     method, method_args = VARIANTS[name]
     cfg = _preset(args, method, label_set, seed, out_dir)
     cfg["method_args"] = dict(method_args)
+    if getattr(args, "augment", None) is not None:
+        cfg["augment"] = {"policy": "none"} if args.augment == "none" else {**cfg["augment"], "policy": args.augment}
+    if getattr(args, "model", None) is not None:
+        cfg["model"] = {"name": args.model}
+    apply_overrides(cfg, getattr(args, "set", None) or [])
     return cfg
 
 
@@ -60,7 +64,7 @@ def _preset(args, method: str, label_set: str | None, seed: int, out_dir: Path) 
         "method": method, "seed": seed, "device": args.device, "out_dir": str(out_dir),
         "eval_every": args.eval_every,
         "data": {"spec": f"cifar10:{args.cifar_root}", "labels": f"cifar10n:{args.cifar_n}:{label_set}",
-                 "train_subset": args.train_subset, "val_fraction": 0.1, "val_seed": 0},
+                 "train_subset": args.train_subset or None, "val_fraction": 0.1, "val_seed": 0},
         "model": {"name": "small_cnn"},
         "optim": {"lr": 0.02, "momentum": 0.9, "weight_decay": 5e-4, "epochs": epochs, "batch_size": 128,
                   "schedule": "multistep", "milestones": [epochs // 2]},
@@ -97,7 +101,8 @@ def mean_std(values: list[float]) -> str:
 def markdown(results: dict, args, command: str) -> str:
     lines = [f"# BKD vs CE: {args.preset}", "", f"Command: `{command}`", "",
              f"{results['date']}; {results['machine']}; torch {torch.__version__}; seeds {args.seeds}; "
-             f"{results['epochs']} epochs; test/val evaluated every {args.eval_every} epoch(s) for cifar10n.", ""]
+             f"{results['epochs']} epochs; test/val evaluated every {args.eval_every} epoch(s) for cifar10n; "
+             f"network {results.get('model', 'small_cnn')}; augmentation {results.get('augment', '-')}.", ""]
     for label_set, by_method in results["runs"].items():
         rate = by_method[next(iter(by_method))][0]["noise_rate"]
         lines += [f"## {label_set} (noise rate {100 * rate:.2f}%)", "",
@@ -131,33 +136,47 @@ def markdown(results: dict, args, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_preset_arguments(parser: argparse.ArgumentParser, seeds: list[int], label_sets: list[str]) -> None:
+    """The data / network / run options shared by the BKD benchmarks (``preset_config`` reads them)."""
     parser.add_argument("--preset", choices=("digits", "cifar10n"), default="digits")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--methods", nargs="+", default=["ce", "bkd", "bkd_ref"], choices=sorted(VARIANTS))
-    parser.add_argument("--label-sets", nargs="+", default=["worst", "aggre"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=seeds)
+    parser.add_argument("--label-sets", nargs="+", default=label_sets, help="cifar10n: CIFAR-10N label sets")
     parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--train-subset", type=int, default=10000)
+    parser.add_argument("--train-subset", type=int, default=10000, help="cifar10n: training images (0: all)")
+    parser.add_argument("--augment", default=None, help="augmentation policy instead of the preset's, e.g. none")
+    parser.add_argument("--model", default=None, help="network instead of small_cnn, e.g. preact_resnet18")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="any run-config override, as noisykd train --set (e.g. data.val_fraction=0, amp=bf16)")
     parser.add_argument("--cifar-root", default="/tmp/c10")
     parser.add_argument("--cifar-n", default="../shared/data/cifar-n/CIFAR-10_human.pt")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--eval-every", type=int, default=1, help="cifar10n: evaluate every this many epochs")
     parser.add_argument("--out", default=None)
+
+
+def results_header(args) -> dict:
+    """Date, exact command and machine of a benchmark run, the start of every results JSON."""
+    return {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "command": "python " + " ".join(sys.argv),
+            "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+                       f"device {args.device}"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_preset_arguments(parser, seeds=[0, 1, 2], label_sets=["worst", "aggre"])
+    parser.add_argument("--methods", nargs="+", default=["ce", "bkd", "bkd_ref"], choices=sorted(VARIANTS))
     args = parser.parse_args()
     out = Path(args.out or f"benchmarks/results/bkd-vs-ce-{args.preset}")
     label_sets = ["sym:0.4"] if args.preset == "digits" else args.label_sets
-    command = "python " + " ".join(sys.argv)
-    results = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "command": command,
-               "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-                          f"device {args.device}",
-               "epochs": None, "runs": {}}
+    results = {**results_header(args), "epochs": None, "runs": {}}
+    command = results["command"]
     with tempfile.TemporaryDirectory() as tmp:
         for label_set in label_sets:
             for seed in args.seeds:
                 for method in args.methods:
                     cfg = preset_config(args, method, label_set, seed, Path(tmp) / f"{label_set}-{method}-{seed}")
-                    results["epochs"] = cfg["optim"]["epochs"]
+                    results.update(epochs=cfg["optim"]["epochs"], model=cfg["model"]["name"],
+                                   augment=cfg["augment"]["policy"])
                     print(f"[{datetime.now():%H:%M:%S}] {label_set} seed {seed} {method} ...", file=sys.stderr,
                           flush=True)
                     r = run_one(cfg)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import subprocess
@@ -125,6 +126,49 @@ def test_bkd_histories_are_kept_per_epoch(bkd_run):
     assert history.shape[1] == 12 and train_rows.sum() == bkd_run.summary["train_samples"]
     assert not np.isnan(history[train_rows]).any()
     assert ((history[train_rows] >= 0) & (history[train_rows] <= 1)).all()
+
+
+def test_bkd_split_quality_report_agrees_with_the_split(bkd_run):
+    """Fig. 3c: the Otsu split of every epoch, scored; its row at the fitting epoch is the real split."""
+    out = bkd_run.out_dir
+    with open(out / "bkd_split_quality.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, 13))
+    split = bkd_run.summary["method_summary"]["split"]
+    at_split = rows[split["fitting_epoch"] - 1]
+    for key in ("s", "mu1", "mu2"):
+        assert float(at_split[key]) == pytest.approx(split[key])
+    detection = bkd_run.summary["detection"]
+    assert float(at_split["f1"]) == pytest.approx(detection["f1"])
+    assert float(at_split["precision"]) == pytest.approx(detection["precision"])
+    assert (out / "bkd_split_quality.png").is_file()
+
+
+def _teacher_vs_ce(tmp_path, **method_args):
+    runs = {}
+    for name, cfg in (("bkd", bkd_config(tmp_path / "bkd", **method_args)),
+                      ("ce", {**bkd_config(tmp_path / "ce"), "method": "ce", "method_args": {}})):
+        cfg["optim"]["epochs"] = 8
+        runs[name] = Trainer(load_config(base=cfg), progress=False, log=lambda *_: None).run()
+    return runs["bkd"], [r["test_acc_teacher"] for r in runs["bkd"].history], [r["test_acc"] for r in runs["ce"].history]
+
+
+def test_bkd_teacher_is_a_plain_ce_run_until_the_split(tmp_path):
+    """With the paper's stop-gradients the student never touches the teacher, so in stage 1 the teacher follows
+    exactly the trajectory of a CE run of the same seed; the robust stage then changes it."""
+    bkd, teacher, ce = _teacher_vs_ce(tmp_path)
+    switched = bkd.summary["method_summary"]["split"]["detected_after_epoch"]   # last epoch of stage 1
+    assert switched < 8
+    assert teacher[:switched] == ce[:switched]
+    assert teacher[switched:] != ce[switched:]
+
+
+def test_bkd_without_robust_stage_keeps_the_teacher_on_ce(tmp_path):
+    """robust_stage=false (the paper's Fig. 3-4 analysis): the split is still made, the teacher stays CE."""
+    bkd, teacher, ce = _teacher_vs_ce(tmp_path, robust_stage=False)
+    assert bkd.summary["method_summary"]["split"] is not None
+    assert bkd.summary["method_summary"]["robust_stage"] is False
+    assert teacher == ce
 
 
 KILLER = """

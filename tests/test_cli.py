@@ -96,6 +96,22 @@ def test_listings():
     assert "cifar10n" in invoke("data", "kinds").output
 
 
+def test_methods_shows_arguments_and_defaults():
+    from noisykd.methods import describe_method
+
+    bkd = describe_method("bkd")
+    assert bkd["arguments"]["k"] == 2 and bkd["arguments"]["robust_stage"] is True
+    assert "ctx" not in bkd["arguments"]
+    gce = describe_method("gce")
+    assert gce["fixed"] == {"loss": "gce"} and gce["extra_keywords"]
+    detail = invoke("methods", "bkd")
+    assert detail.exit_code == 0
+    assert "split_source = 'train_pass'" in detail.output and "min_epochs = 6" in detail.output
+    assert "q = 0.7" in invoke("methods", "gce").output                 # GCE's paper value
+    unknown = invoke("methods", "nope")
+    assert unknown.exit_code == 2 and "not registered" in unknown.output
+
+
 # ------------------------------------------------------------------------------------------------------------
 # the acceptance numbers of the Foundation issue, on the real data when present
 

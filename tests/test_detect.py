@@ -541,9 +541,38 @@ def test_find_label_issues_bad_input():
 
 # ---- docstring examples ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("module", ["otsu", "tipping", "mixture", "metrics", "issues"])
+@pytest.mark.parametrize("module", ["otsu", "tipping", "mixture", "metrics", "issues", "by_epoch"])
 def test_docstring_examples(module):
     import importlib
 
     result = doctest.testmod(importlib.import_module(f"noisykd.detect.{module}"), optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0
+
+
+# ---- split quality by epoch (BKD Fig. 3c) --------------------------------------------------------------------
+
+def test_split_quality_by_epoch_by_hand():
+    from noisykd.detect import split_quality_by_epoch
+
+    noisy = np.array([True, True, False, False, False, False])
+    epoch1 = np.array([0.1, 0.1, 0.9, 0.9, 0.9, 0.9])   # Otsu: s = 0.1 (X1 = v <= s), mu1 = 0.1, mu2 = 0.9
+    epoch2 = np.array([0.1, 0.9, 0.1, 0.9, 0.9, 0.9])   # one wrong label hidden among the high values
+    values = np.stack([epoch1, epoch2, np.full(6, np.nan), np.full(6, 0.5)], axis=1)  # epochs 3, 4: no split
+    rows_mu1 = split_quality_by_epoch(values, noisy)
+    assert [r["epoch"] for r in rows_mu1] == [1, 2]
+    first = rows_mu1[0]
+    assert (first["s"], first["mu1"], first["mu2"]) == pytest.approx((0.1, 0.1, 0.9))
+    assert first["n_flagged"] == 0 and first["f1"] == 0.0          # P_A < mu1 flags nothing: all equal mu1
+    rows_s = split_quality_by_epoch(values, noisy, threshold="s")
+    assert rows_s[0]["f1"] == 1.0 and rows_s[0]["auroc"] == 1.0     # P_A <= s flags exactly the two wrong labels
+    # epoch 2 flags samples 0 and 2: one right (sample 0), one wrong -> precision 1/2, recall 1/2
+    assert (rows_s[1]["precision"], rows_s[1]["recall"], rows_s[1]["f1"]) == (0.5, 0.5, 0.5)
+
+
+def test_split_quality_by_epoch_errors():
+    from noisykd.detect import split_quality_by_epoch
+
+    with pytest.raises(DataError, match="shape"):
+        split_quality_by_epoch(np.zeros((5, 2)), np.zeros(4, bool))
+    with pytest.raises(DataError, match="threshold"):
+        split_quality_by_epoch(np.zeros((4, 2)), np.zeros(4, bool), threshold="median")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -10,6 +11,7 @@ from typing import List, Optional
 import numpy as np
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import NoisyKDError
@@ -72,8 +74,8 @@ def data_info(
     import time
 
     from .config import DataConfig
-    from .engine.setup import choose_training_labels
     from .data import load_dataset
+    from .engine.setup import choose_training_labels
 
     start = time.perf_counter()
     dataset = load_dataset(spec, **({"resize": resize} if resize else {}))
@@ -141,12 +143,43 @@ def models_cmd() -> None:
 
 
 @app.command("methods")
-def methods_cmd() -> None:
-    """List the registered training methods."""
-    from .methods import list_methods
+@friendly_errors
+def methods_cmd(name: Optional[str] = typer.Argument(None, help="show this method's arguments and notes")) -> None:
+    """List the registered training methods, or show one method's ``method_args`` with their defaults."""
+    from .methods import describe_method, list_methods
 
-    for name in list_methods():
-        console.print(name)
+    if name is None:
+        table = Table("method", "what it is", "method_args (--set method_args.KEY=VALUE)")
+        for method in list_methods():
+            d = describe_method(method)
+            args = ", ".join(d["arguments"]) or ", ".join(f"{k}={v}" for k, v in _loss_defaults(d).items()) or "-"
+            table.add_row(method, _loss_summary(d) or d["summary"], args)
+        console.print(table)
+        return
+    d = describe_method(name)
+    console.print(escape(f"{name}: {_loss_summary(d) or d['doc']}"))
+    defaults = d["arguments"] or _loss_defaults(d)
+    if defaults:
+        console.print("\ndefaults:")
+        for key, default in defaults.items():
+            console.print(escape(f"  {key} = {default!r}"))
+
+
+def _loss_summary(description: dict) -> str:
+    """A loss baseline's one-line summary: its loss function's docstring (empty for other methods)."""
+    from .losses.presets import LOSSES
+
+    loss = description["fixed"].get("loss")
+    doc = inspect.cleandoc(LOSSES[loss].__doc__ or "") if loss in LOSSES else ""
+    first_paragraph = " ".join(doc.split("\n\n")[0].split())
+    return f"one network trained with {first_paragraph}" if first_paragraph else ""
+
+
+def _loss_defaults(description: dict) -> dict:
+    """A loss baseline's hyperparameters and their preset values (the loss's original paper)."""
+    from .losses.presets import LOSS_PRESETS
+
+    return dict(LOSS_PRESETS.get(description["fixed"].get("loss"), {}))
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -44,6 +44,13 @@ def plot_score_histogram(scores: np.ndarray, path: Path, *, is_noisy: np.ndarray
     plt.close(fig)
 
 
+def _evaluated(epochs: list, values: list) -> tuple[list, list]:
+    """The (epoch, value) pairs whose value exists: with ``eval_every`` > 1 most epochs have no test accuracy,
+    and NaN gaps would leave nothing but isolated points to draw."""
+    pairs = [(e, v) for e, v in zip(epochs, values) if v is not None and not math.isnan(v)]
+    return [e for e, _ in pairs], [v for _, v in pairs]
+
+
 def plot_tipping_point(series: list[float], path: Path, *, tipping_epoch: int | None,
                        test_accuracy: list[float | None] | None = None,
                        series_label: str = "mean max P_S (Eq. 4)", title: str = "") -> None:
@@ -58,8 +65,8 @@ def plot_tipping_point(series: list[float], path: Path, *, tipping_epoch: int | 
         ax.axvline(tipping_epoch, color="black", linestyle="--", label=f"tipping epoch {tipping_epoch}")
     if test_accuracy is not None:
         twin = ax.twinx()
-        twin.plot(epochs[:len(test_accuracy)], [math.nan if a is None else a for a in test_accuracy],
-                  color="tab:orange", label="test accuracy")
+        x, y = _evaluated(list(epochs[:len(test_accuracy)]), test_accuracy)
+        twin.plot(x, y, color="tab:orange", marker=".", label="test accuracy")
         twin.set_ylabel("test accuracy", color="tab:orange")
     ax.legend(loc="lower right", fontsize=8)
     ax.set_title(title)
@@ -76,10 +83,31 @@ def plot_head_accuracies(history: list[dict], heads: dict[str, str], path: Path,
     fig, ax = plt.subplots(figsize=(7, 4))
     epochs = [r["epoch"] for r in history]
     for key, label in heads.items():
-        ax.plot(epochs, [math.nan if r.get(key) is None else r[key] for r in history], label=label)
+        ax.plot(*_evaluated(epochs, [r.get(key) for r in history]), marker=".", label=label)
     if vertical is not None:
         ax.axvline(vertical, color="black", linestyle="--", label=f"epoch {vertical}")
     ax.set_xlabel("epoch"), ax.set_ylabel("test accuracy"), ax.grid(alpha=0.3), ax.legend(fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_split_quality(rows: list[dict], path: Path, *, tipping_epoch: int | None, title: str = "") -> None:
+    """Precision, recall and F1 of the Otsu split made at every epoch (BKD Fig. 3c), with the tipping epoch.
+    ``rows`` as returned by :func:`noisykd.detect.split_quality_by_epoch`."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    epochs = [r["epoch"] for r in rows]
+    for key, style in (("f1", "-"), ("precision", ":"), ("recall", "--")):
+        ax.plot(epochs, [r[key] for r in rows], linestyle=style, label=key)
+    if tipping_epoch is not None:
+        ax.axvline(tipping_epoch, color="black", linestyle="--", alpha=0.6, label=f"tipping epoch {tipping_epoch}")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch of the split"), ax.set_ylabel("detection of wrong labels"), ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3), ax.legend(fontsize=8)
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -4,6 +4,7 @@
 * :func:`find_tipping_epoch`, :func:`tipping_epoch_with_fallback`: BKD's fitting epoch (Eq. 4, Sec. 4.1).
 * :func:`gmm_clean_probability`, :func:`fit_loss_gmm`, :func:`small_loss_mask`: DivideMix's loss GMM and the
   small-loss criterion.
+* :func:`split_quality_by_epoch`: Otsu's split of every epoch scored against the truth (BKD Fig. 3c).
 * :func:`detection_metrics` (BKD Eq. 10-12, AUROC, AUPRC, precision@k), :func:`expected_calibration_error`.
 * :func:`find_label_issues`: the user-facing detector, in the spirit of cleanlab's function of that name::
 
@@ -13,6 +14,7 @@
     issues.to_csv("label_issues.csv")
 """
 
+from .by_epoch import split_quality_by_epoch
 from .issues import CSV_COLUMNS, METHODS, LabelIssues, find_label_issues, get_label_quality_scores
 from .metrics import detection_metrics, expected_calibration_error
 from .mixture import LossGMM, fit_loss_gmm, gmm_clean_probability, small_loss_mask
@@ -33,6 +35,6 @@ __all__ = [
     "DEFAULT_ALPHAS", "GROUP_RULES", "VARIANCES", "SEARCHES",
     "find_tipping_epoch", "tipping_epoch_with_fallback", "TippingResult", "DEFAULT_K", "DEFAULT_MIN_EPOCHS",
     "gmm_clean_probability", "fit_loss_gmm", "small_loss_mask", "LossGMM",
-    "detection_metrics", "expected_calibration_error",
+    "detection_metrics", "expected_calibration_error", "split_quality_by_epoch",
     "find_label_issues", "get_label_quality_scores", "LabelIssues", "METHODS", "CSV_COLUMNS",
 ]

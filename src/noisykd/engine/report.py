@@ -16,16 +16,21 @@ def write_metrics(history: list[dict], folder: Path) -> None:
     duplicated or stale rows)."""
     if not history:
         return
-    columns: list[str] = []
-    for row in history:
-        columns += [k for k in row if k not in columns]
     _atomic_text(folder / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in history))
-    tmp = folder / "metrics.csv.tmp"
+    write_rows_csv(history, folder / "metrics.csv")
+
+
+def write_rows_csv(rows: list[dict], path: Path) -> None:
+    """Write dict rows as a CSV (columns: every key, in order of first appearance), atomically."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
-        writer.writerows(history)
-    os.replace(tmp, folder / "metrics.csv")
+        writer.writerows(rows)
+    os.replace(tmp, path)
 
 
 def model_selection(history: list[dict], metric: str = "test_acc") -> dict:

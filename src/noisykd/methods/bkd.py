@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..detect import assign_groups, otsu_threshold, tipping_epoch_with_fallback
+from ..detect import assign_groups, otsu_threshold, split_quality_by_epoch, tipping_epoch_with_fallback
 from ..errors import ConfigError
 from .base import Batch, Method, MethodContext, StepOutput
 from .registry import register_method
@@ -108,6 +108,12 @@ class BlindKnowledgeDistillation(Method):
                            worst (one seed); see benchmarks/results/detection-*.md.
       detection_threshold: "mu1" (paper's Table 2 choice), "s" or "mu2".
       reference_gradients: reproduce the authors' code's gradients (see module docstring).
+      robust_stage:        False keeps the teacher on cross-entropy after the split (the paper's Sec. 5.2
+                           analysis, Figs. 3-4: "trained without robust training"); the split, detection and
+                           histories are still computed. Default True.
+
+    When the true labels are known, the reports also score the Otsu split of every recorded epoch
+    (``bkd_split_quality.csv``/``.png``, the paper's Fig. 3c), to judge the tipping epoch after the fact.
     """
 
     name = "bkd"
@@ -116,7 +122,7 @@ class BlindKnowledgeDistillation(Method):
                  tipping_fallback_epoch: int | None = None,
                  alphas: list | tuple = (0.3, 0.45, 0.55, 0.7), otsu_step: float = 0.001,
                  otsu_variance: str = "sigma2", otsu_search: str = "grid", split_source: str = "train_pass",
-                 detection_threshold: str = "mu1", reference_gradients: bool = False):
+                 detection_threshold: str = "mu1", reference_gradients: bool = False, robust_stage: bool = True):
         super().__init__(ctx)
         if split_source not in SPLIT_SOURCES:
             raise ConfigError(f"bkd: split_source must be one of {SPLIT_SOURCES}, got {split_source!r}")
@@ -135,6 +141,7 @@ class BlindKnowledgeDistillation(Method):
         self.split_source = split_source
         self.detection_threshold = detection_threshold
         self.reference_gradients = reference_gradients
+        self.robust_stage = robust_stage
         self.teacher = ctx.build_model()
         self.student = ctx.build_model()
         epochs, store = ctx.total_epochs, ctx.store
@@ -165,7 +172,7 @@ class BlindKnowledgeDistillation(Method):
         teacher_logits = self.teacher(x)
         student_logits = self.student(x)
         loss_student = blind_student_loss(teacher_logits, student_logits, y, self.reference_gradients)
-        if self.stage == 1:
+        if self.stage == 1 or not self.robust_stage:
             loss_teacher = F.cross_entropy(teacher_logits, y)  # Eq. 2
         else:
             student_probs = torch.softmax(student_logits.float(), 1)
@@ -254,7 +261,8 @@ class BlindKnowledgeDistillation(Method):
     def write_reports(self, out_dir, history: list[dict], is_noisy: np.ndarray | None) -> None:
         """The paper's Fig. 1 (P_A histogram at the fitting epoch with mu1, s, mu2), Fig. 3 (mean max P_S
         with the tipping epoch, next to test accuracy) and Fig. 4 (teacher / student / agreement accuracy)."""
-        from ..plots import plot_head_accuracies, plot_score_histogram, plot_tipping_point
+        from ..engine.report import write_rows_csv
+        from ..plots import plot_head_accuracies, plot_score_histogram, plot_split_quality, plot_tipping_point
 
         tipping = self.split.get("fitting_epoch") if self.split else None
         if self.split:
@@ -271,10 +279,26 @@ class BlindKnowledgeDistillation(Method):
         plot_head_accuracies(history, {"test_acc_teacher": "teacher P_T", "test_acc_student": "student P_S",
                                        "test_acc": "agreement P_A"}, out_dir / "bkd_accuracies.png",
                              vertical=tipping, title="test accuracy per head")
+        if is_noisy is not None:
+            rows = self.split_quality(is_noisy)
+            write_rows_csv(rows, out_dir / "bkd_split_quality.csv")
+            plot_split_quality(rows, out_dir / "bkd_split_quality.png", tipping_epoch=tipping,
+                               title=f"Otsu split at each epoch, flag P_A < {self.detection_threshold} "
+                                     f"({self.split_source})")
+
+    def split_quality(self, is_noisy: np.ndarray) -> list[dict]:
+        """Detection quality of the Otsu split at every recorded epoch (Fig. 3c); is_noisy: bool N over the
+        dataset indices. Uses the same P_A source, threshold and Otsu options as the real split."""
+        history = "p_agree_eval_history" if self.split_source == "eval_pass" else "p_agree_history"
+        rows = self._training_rows()
+        values = self.ctx.store[history].float().cpu().numpy()[rows]
+        return split_quality_by_epoch(values, is_noisy[rows], threshold=self.detection_threshold,
+                                      **self.otsu_options)
 
     def summary(self) -> dict:
         return {"stage": self.stage, "split": self.split or None, "mean_max_p_student": self.mean_max_student,
-                "detection_threshold": self.detection_threshold, "reference_gradients": self.reference_gradients}
+                "detection_threshold": self.detection_threshold, "reference_gradients": self.reference_gradients,
+                "robust_stage": self.robust_stage}
 
     def state_dict(self) -> dict:
         return {"stage": self.stage, "mean_max_student": list(self.mean_max_student), "split": dict(self.split)}

@@ -26,6 +26,24 @@ def list_methods() -> list[str]:
     return sorted(_METHODS)
 
 
+def describe_method(name: str) -> dict:
+    """What ``noisykd methods NAME`` shows: ``name``, ``summary`` (the class docstring's first line), ``arguments``
+    (each accepted ``method_args`` key and its default), ``fixed`` (arguments set by the registration, e.g. the
+    loss of a baseline), ``doc`` (the whole class docstring), ``extra_keywords`` (True when it also takes
+    further keyword arguments, e.g. a loss's hyperparameters)."""
+    _ensure_builtin()
+    if name not in _METHODS:
+        raise ConfigError(f"method {name!r} is not registered; known: {', '.join(sorted(_METHODS))}")
+    cls, fixed = _METHODS[name]
+    params = inspect.signature(cls.__init__).parameters
+    arguments = {p.name: (None if p.default is p.empty else p.default) for p in params.values()
+                 if p.name not in ("self", "ctx") and p.name not in fixed and p.kind is not p.VAR_KEYWORD}
+    doc = inspect.getdoc(cls) or ""
+    return {"name": name, "summary": doc.splitlines()[0] if doc else "", "arguments": arguments,
+            "fixed": dict(fixed), "doc": doc,
+            "extra_keywords": any(p.kind is p.VAR_KEYWORD for p in params.values())}
+
+
 def create_method(name: str, ctx: MethodContext, **args) -> Method:
     """Instantiate method ``name`` with its arguments; unknown names or arguments raise ConfigError."""
     _ensure_builtin()

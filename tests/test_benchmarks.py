@@ -1,0 +1,37 @@
+"""The BKD benchmark scripts still run end to end (tiny settings; their numbers are judged in benchmarks/)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bkd_tipping_benchmark_on_digits(tmp_path):
+    out = tmp_path / "tipping"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bkd_tipping.py"), "--preset", "digits",
+                           "--epochs", "8", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads(out.with_suffix(".json").read_text())
+    (run,) = results["runs"]["sym:0.4"]
+    assert 1 <= run["tipping_epoch"] <= 8
+    assert run["split_f1_at_tipping"] <= run["best_split_f1"]          # the best epoch is the best
+    assert len(run["series"]["split_f1"]) == len(run["series"]["mean_max_p_student"]) == 8
+    assert results["lr"] == 0.05 and results["augment"] == "none"      # the digits preset, lr kept constant
+    assert (tmp_path / results["figures"]["sym:0.4"]).is_file()
+    assert "| 0 |" in out.with_suffix(".md").read_text()
+
+
+def test_bkd_vs_ce_benchmark_options(tmp_path):
+    out = tmp_path / "vs"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bkd_vs_ce.py"), "--preset", "digits",
+                           "--epochs", "2", "--seeds", "0", "--methods", "ce", "--model", "mlp",
+                           "--set", "optim.batch_size=32", "--out", str(out)], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads(out.with_suffix(".json").read_text())
+    assert results["model"] == "mlp" and results["epochs"] == 2
+    assert len(results["runs"]["sym:0.4"]["ce"]) == 1
