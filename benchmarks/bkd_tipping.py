@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import statistics
 import sys
 import tempfile
@@ -38,7 +37,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bkd_vs_ce import add_preset_arguments, preset_config, results_header  # noqa: E402  (the presets are shared with the BKD-vs-CE benchmark)
+from bkd_vs_ce import add_preset_arguments, preset_config, results_header, write_results  # noqa: E402  (the presets are shared with the BKD-vs-CE benchmark)
 
 from noisykd.config import load_config  # noqa: E402
 from noisykd.engine import Trainer  # noqa: E402
@@ -201,10 +200,7 @@ def main() -> None:
             figure = out.with_name(f"{out.name}-{label_set.replace(':', '')}.png")
             plot_fig3(results["runs"][label_set][0], figure, f"{args.preset} {label_set}, seed {args.seeds[0]}")
             results["figures"][label_set] = figure.name
-    out.with_suffix(".json").write_text(json.dumps(results, indent=1))
-    text = markdown(results, args, command)
-    out.with_suffix(".md").write_text(text)
-    print(text)
+    write_results(out, results, markdown(results, args, command))
 
 
 if __name__ == "__main__":

@@ -183,9 +183,13 @@ def main() -> None:
                     print(f"    last {r['test_last']:.4f} best {r['test_best_oracle']:.4f} "
                           f"F1 {r['detection']['f1']:.4f} ({r['seconds']:.0f} s)", file=sys.stderr, flush=True)
                     results["runs"].setdefault(label_set, {}).setdefault(method, []).append({"seed": seed, **r})
+    write_results(out, results, markdown(results, args, command))
+
+
+def write_results(out: Path, results: dict, text: str) -> None:
+    """``OUT.json`` (everything measured) and ``OUT.md`` (the table with its command); the table to stdout."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(results, indent=2))
-    text = markdown(results, args, command)
+    out.with_suffix(".json").write_text(json.dumps(results, indent=1))
     out.with_suffix(".md").write_text(text)
     print(text)
 

@@ -31,10 +31,7 @@ def describe_method(name: str) -> dict:
     (each accepted ``method_args`` key and its default), ``fixed`` (arguments set by the registration, e.g. the
     loss of a baseline), ``doc`` (the whole class docstring), ``extra_keywords`` (True when it also takes
     further keyword arguments, e.g. a loss's hyperparameters)."""
-    _ensure_builtin()
-    if name not in _METHODS:
-        raise ConfigError(f"method {name!r} is not registered; known: {', '.join(sorted(_METHODS))}")
-    cls, fixed = _METHODS[name]
+    cls, fixed = _lookup(name)
     params = inspect.signature(cls.__init__).parameters
     arguments = {p.name: (None if p.default is p.empty else p.default) for p in params.values()
                  if p.name not in ("self", "ctx") and p.name not in fixed and p.kind is not p.VAR_KEYWORD}
@@ -46,10 +43,7 @@ def describe_method(name: str) -> dict:
 
 def create_method(name: str, ctx: MethodContext, **args) -> Method:
     """Instantiate method ``name`` with its arguments; unknown names or arguments raise ConfigError."""
-    _ensure_builtin()
-    if name not in _METHODS:
-        raise ConfigError(f"method {name!r} is not registered; known: {', '.join(sorted(_METHODS))}")
-    cls, fixed = _METHODS[name]
+    cls, fixed = _lookup(name)
     params = inspect.signature(cls.__init__).parameters
     accepts_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
     allowed = [p for p in params if p not in ("self", "ctx") and p not in fixed]
@@ -57,6 +51,13 @@ def create_method(name: str, ctx: MethodContext, **args) -> Method:
     if unknown and not accepts_any:
         raise ConfigError(f"method {name!r}: unknown method_args {unknown}; accepted: {allowed}")
     return cls(ctx, **fixed, **args)
+
+
+def _lookup(name: str) -> tuple[type[Method], dict]:
+    _ensure_builtin()
+    if name not in _METHODS:
+        raise ConfigError(f"method {name!r} is not registered; known: {', '.join(sorted(_METHODS))}")
+    return _METHODS[name]
 
 
 def _ensure_builtin() -> None:
