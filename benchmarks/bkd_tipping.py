@@ -138,10 +138,9 @@ def plot_fig3(run: dict, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def _fmt(v, pct=True) -> str:
-    if v is None:
-        return "-"
-    return f"{100 * v:.1f}" if pct else str(v)
+def _fmt(v) -> str:
+    """A fraction as a percentage with one decimal, '-' when missing."""
+    return "-" if v is None else f"{100 * v:.1f}"
 
 
 def markdown(results: dict, args, command: str) -> str:

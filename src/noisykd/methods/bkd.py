@@ -218,9 +218,8 @@ class BlindKnowledgeDistillation(Method):
 
     def _split_at(self, fitting_epoch: int, detected_at: int, fallback: bool) -> None:
         """Otsu on P_A(y|x) of the fitting epoch (Eq. 6), groups and alphas; switch to stage 2."""
-        history = "p_agree_eval_history" if self.split_source == "eval_pass" else "p_agree_history"
         rows = self._training_rows()
-        values = self.ctx.store[history][:, fitting_epoch].float().cpu().numpy()[rows]
+        values = self.ctx.store[self._split_history][:, fitting_epoch].float().cpu().numpy()[rows]
         result = otsu_threshold(values, **self.otsu_options)
         groups, alpha = assign_groups(values, result, alphas=self.alphas)
         self.ctx.store.write("group", torch.from_numpy(rows), torch.from_numpy(groups))
@@ -231,6 +230,11 @@ class BlindKnowledgeDistillation(Method):
             "split_source": self.split_source, "s": float(result.threshold), "mu1": float(result.mu1),
             "mu2": float(result.mu2), "group_sizes": np.bincount(groups, minlength=4).tolist(),
         }
+
+    @property
+    def _split_history(self) -> str:
+        """The store column of per-epoch P_A(y|x) that Otsu splits (``split_source``)."""
+        return "p_agree_eval_history" if self.split_source == "eval_pass" else "p_agree_history"
 
     def _training_rows(self) -> np.ndarray:
         """Dataset indices of the training samples (rows of the store written by the training pass)."""
@@ -250,8 +254,7 @@ class BlindKnowledgeDistillation(Method):
         store = self.ctx.store
         if not self.split:
             return {}
-        history = "p_agree_eval_history" if self.split_source == "eval_pass" else "p_agree_history"
-        p_agree = store[history][:, self.split["fitting_epoch"] - 1].float().cpu().numpy()
+        p_agree = store[self._split_history][:, self.split["fitting_epoch"] - 1].float().cpu().numpy()
         threshold = self.split[self.detection_threshold]
         flagged = (p_agree <= threshold) if self.detection_threshold == "s" else (p_agree < threshold)
         return {"p_agree_at_split": p_agree, "noise_score": 1.0 - p_agree,
@@ -289,9 +292,8 @@ class BlindKnowledgeDistillation(Method):
     def split_quality(self, is_noisy: np.ndarray) -> list[dict]:
         """Detection quality of the Otsu split at every recorded epoch (Fig. 3c); is_noisy: bool N over the
         dataset indices. Uses the same P_A source, threshold and Otsu options as the real split."""
-        history = "p_agree_eval_history" if self.split_source == "eval_pass" else "p_agree_history"
         rows = self._training_rows()
-        values = self.ctx.store[history].float().cpu().numpy()[rows]
+        values = self.ctx.store[self._split_history].float().cpu().numpy()[rows]
         return split_quality_by_epoch(values, is_noisy[rows], threshold=self.detection_threshold,
                                       **self.otsu_options)
 
