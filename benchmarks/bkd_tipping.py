@@ -68,12 +68,12 @@ def _at_or_before(points: list[tuple[int, float]], epoch: int) -> tuple[int, flo
 
 def run_one(cfg: dict) -> dict:
     start = time.perf_counter()
-    result = Trainer(load_config(base=cfg), progress=False, log=lambda *_: None).run()
+    result = Trainer(load_config(base=cfg), progress=False).run()
     s, history = result.summary, result.history
     with open(Path(result.out_dir) / "bkd_split_quality.csv") as f:
         quality = [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
     samples = np.load(Path(result.out_dir) / "samples.npz")
-    rows = ~np.isnan(samples["p_teacher_history"][:, 0])          # training samples (not validation)
+    rows = samples["in_train"] == 1                                  # training samples (not validation)
     wrong = samples["is_noisy"].astype(bool) & rows
     teacher_on_wrong = np.nanmean(samples["p_teacher_history"][wrong].astype(np.float64), axis=0).tolist()
     split = s["method_summary"]["split"] or {}

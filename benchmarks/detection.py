@@ -66,6 +66,7 @@ import torch
 from noisykd.config import DataConfig, load_config
 from noisykd.detect import detection_metrics, find_label_issues
 from noisykd.engine import Trainer
+from noisykd.logs import log_to_stderr
 from noisykd.engine.setup import PreparedData, prepare_data
 from noisykd.errors import NoisyKDError
 
@@ -112,17 +113,18 @@ def parse_bkd_args(items: list[str]) -> dict:
 
 
 def base_config(args, method: str, seed: int, out_dir: Path, method_args: dict | None = None) -> dict:
-    """The run config shared by every training (only method, method_args, seed and out_dir differ). The data
-    section documents where the labels came from; the PreparedData passed to the Trainer is what is used."""
-    return {
+    """The run config shared by every training (only method, method_args, seed and out_dir differ): the shipped
+    ``digits/sym40`` config with this benchmark's options. The data section documents where the labels came
+    from; the PreparedData passed to the Trainer is what is used."""
+    return load_config("digits/sym40", updates={
         "method": method, "method_args": method_args or {}, "seed": seed, "device": args.device,
         "out_dir": str(out_dir),
-        "data": data_section(args),
+        "data": {**data_section(args), "val_fraction": 0.0},
         "model": {"name": args.model},
         "optim": {"lr": args.lr, "epochs": args.epochs, "batch_size": args.batch_size, "schedule": "cosine",
                   "weight_decay": args.weight_decay},
         "augment": {"policy": args.augment},
-    }
+    }).to_dict()
 
 
 def data_section(args) -> dict:
@@ -142,8 +144,9 @@ def run_training(cfg_dict: dict, data: PreparedData, verbose: bool) -> tuple[Tra
     """Train one run on ``data``; returns the trainer (networks still loaded), the RunResult, its wall time and
     the CPU time of this process during it (all threads)."""
     cfg = load_config(base=cfg_dict)
-    trainer = Trainer(cfg, data=data, progress=False,
-                      log=(lambda *a: print("    ", *a, file=sys.stderr, flush=True)) if verbose else (lambda *a: None))
+    if verbose:
+        log_to_stderr()
+    trainer = Trainer(cfg, data=data, progress=False)
     start, cpu_start = time.perf_counter(), time.process_time()
     result = trainer.run()
     return trainer, result, time.perf_counter() - start, time.process_time() - cpu_start

@@ -203,7 +203,7 @@ class Classic(_Pipeline):
 class Engine:
     """The full ``noisykd.engine.Trainer`` (method ``ce``), one epoch per call; reports the engine's own timing.
 
-    Drives ``Trainer.build()`` and then the (internal) per-epoch loop ``_train_epoch``, so that its epochs can be
+    Drives ``Trainer.build()`` and then the per-epoch loop ``train_epoch``, so that its epochs can be
     interleaved with the other pipelines; each epoch also evaluates (nothing: no test split), checkpoints and
     logs, outside the engine's own timed window.
     """
@@ -225,13 +225,13 @@ class Engine:
         cfg.data_on_device = "yes"
         # the same initial weights as the other pipelines (the user-model path deep-copies it)
         self.trainer = Trainer(cfg, model=copy.deepcopy(model), data=prepare_data(cfg.data, dataset=dataset),
-                               progress=False, log=lambda *a, **k: None)
+                               progress=False)
         self.trainer.build()
         Path(self.tmp.name).mkdir(parents=True, exist_ok=True)
 
     def train_epoch_timed(self) -> tuple[int, float]:
         t = self.trainer
-        t._train_epoch(t.epoch)
+        t.train_epoch(t.epoch)
         row = t.history[-1]
         return round(row["img_per_s"] * row["epoch_time_s"]), row["epoch_time_s"]
 

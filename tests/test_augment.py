@@ -257,7 +257,7 @@ def test_custom_policy_registration():
         pipe = A.AugmentPipeline("test_flip_only", A.CIFAR10_MEAN, A.CIFAR10_STD, 32)
         assert torch.equal(pipe(batch, gen()), pipe.eval_transform(batch).flip(-1))
     finally:
-        A._POLICIES.pop("test_flip_only", None)  # keep the registry as other tests expect it
+        A.POLICIES.unregister("test_flip_only")  # keep the registry as other tests expect it
 
 
 def test_weak_policy_shapes_and_padding_mode_option():

@@ -80,21 +80,17 @@ def test_eq7_eq8_target_by_hand():
 # whole runs
 
 def bkd_config(out_dir, **method_args) -> dict:
-    return {
-        "method": "bkd", "method_args": {"min_epochs": 4, **method_args}, "seed": 0, "device": "cpu",
-        "out_dir": str(out_dir),
-        "data": {"spec": "digits", "noise": "sym:0.4", "noise_seed": 0},
-        "model": {"name": "small_cnn"},
-        "optim": {"lr": 0.05, "epochs": 12, "batch_size": 64, "schedule": "cosine", "weight_decay": 1e-4},
-        "augment": {"policy": "none"},
-    }
+    """configs/digits/sym40 for BKD, 12 epochs, no held-out split, as a plain dict."""
+    return load_config("digits/sym40", updates={
+        "method": "bkd", "method_args": {"min_epochs": 4, **method_args}, "out_dir": str(out_dir),
+        "data": {"val_fraction": 0.0}, "optim": {"epochs": 12}}).to_dict()
 
 
 @pytest.fixture(scope="module")
 def bkd_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bkd") / "run"
     cfg = load_config(base=bkd_config(out))
-    return Trainer(cfg, progress=False, log=lambda *_: None).run()
+    return Trainer(cfg, progress=False).run()
 
 
 def test_bkd_run_splits_and_detects(bkd_run):
@@ -149,7 +145,7 @@ def _teacher_vs_ce(tmp_path, **method_args):
     for name, cfg in (("bkd", bkd_config(tmp_path / "bkd", **method_args)),
                       ("ce", {**bkd_config(tmp_path / "ce"), "method": "ce", "method_args": {}})):
         cfg["optim"]["epochs"] = 8
-        runs[name] = Trainer(load_config(base=cfg), progress=False, log=lambda *_: None).run()
+        runs[name] = Trainer(load_config(base=cfg), progress=False).run()
     return runs["bkd"], [r["test_acc_teacher"] for r in runs["bkd"].history], [r["test_acc"] for r in runs["ce"].history]
 
 
@@ -192,7 +188,7 @@ def test_bkd_resumes_exactly_after_sigkill_in_stage_2(bkd_run, tmp_path):
     proc = subprocess.run([sys.executable, str(tmp_path / "killer.py"), str(tmp_path / "cfg.yaml"),
                            str(kill_epoch)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == -9, proc.stderr
-    resumed = Trainer(load_config(base=cfg), progress=False, log=lambda *_: None).run(resume=True)
+    resumed = Trainer(load_config(base=cfg), progress=False).run(resume=True)
     strip = lambda h: [{k: v for k, v in r.items() if k not in ("img_per_s", "epoch_time_s")} for r in h]
     assert strip(resumed.history) == strip(bkd_run.history)
     assert resumed.summary["method_summary"]["split"] == bkd_run.summary["method_summary"]["split"]
@@ -201,13 +197,38 @@ def test_bkd_resumes_exactly_after_sigkill_in_stage_2(bkd_run, tmp_path):
     assert all(torch.equal(a[n][k], b[n][k]) for n in a for k in a[n])
 
 
-def test_bkd_argument_errors(tmp_path):
+@pytest.mark.parametrize("bad, message", [
+    ({"split_source": "magic"}, r"method_args.split_source must be one of train_pass, eval_pass; got 'magic'"),
+    ({"alphas": [0.7, 0.3, 0.4, 0.5]}, r"method_args.alphas must be 4 increasing values"),
+    ({"alphas": [0.3, "x", 0.5, 0.7]}, r"method_args.alphas\[1\]: expected a number"),
+    ({"k": 0}, r"method_args.k must be >= 1"),
+    ({"k": 2.5}, r"method_args.k: expected an integer, got 2.5"),          # trained a full epoch before v2
+    ({"tipping_fallback_epoch": 40}, r"tipping_fallback_epoch must lie in \[0, 6\)"),
+    ({"unknown": 1}, r"method_args: unknown key\(s\) \['unknown'\]"),
+])
+def test_bkd_argument_errors_before_any_data_loads(tmp_path, monkeypatch, bad, message):
+    """Bad method_args are refused when the config is loaded: no data is loaded, nothing trains."""
+    from noisykd.engine import setup
     from noisykd.errors import ConfigError
 
-    for bad in ({"split_source": "magic"}, {"alphas": [0.7, 0.3, 0.4, 0.5]}, {"k": 0}, {"unknown": 1}):
-        cfg = load_config(base=bkd_config(tmp_path / "x", **bad))
-        with pytest.raises(ConfigError):
-            Trainer(cfg, progress=False, log=lambda *_: None).run()
+    monkeypatch.setattr(setup, "load_dataset", lambda *a, **k: pytest.fail("data loaded before the check"))
+    with pytest.raises(ConfigError, match=message):
+        load_config(base=bkd_config(tmp_path / "x", **bad))
+
+
+def test_bkd_with_a_lone_last_sample_splits(tmp_path):
+    """Regression: 1,153 training samples at batch 64 leave a last batch of one sample. v1 dropped a random
+    sample each epoch, BKD inferred its training rows from the non-NaN history and crashed at the split
+    (DataError: values must be finite). Now the lone sample joins the previous batch and BKD is told the
+    training indices."""
+    cfg = bkd_config(tmp_path / "lone", min_epochs=3)
+    cfg["data"]["train_subset"] = 1153
+    cfg["optim"]["epochs"] = 7
+    result = Trainer(load_config(base=cfg), progress=False).run()
+    split = result.summary["method_summary"]["split"]
+    assert split is not None and sum(split["group_sizes"]) == 1153
+    history = np.load(result.out_dir / "samples.npz")["p_agree_history"]
+    assert (~np.isnan(history[:, :7].astype(np.float64))).sum(axis=0).tolist() == [1153] * 7  # all seen, each epoch
 
 
 def test_detect_cli_on_a_bkd_run(bkd_run):

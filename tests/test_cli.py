@@ -35,7 +35,7 @@ def test_data_info_without_noise_reports_zero():
 
 
 @pytest.mark.parametrize("args, message", [
-    (("data", "info", "nosuch:/x"), "unknown data spec"),
+    (("data", "info", "nosuch:/x"), "unknown data source"),
     (("data", "info", "cifar10:/definitely/missing"), "/definitely/missing"),
     (("data", "info", "digits", "--noise", "sym:1.5"), "rate"),
     (("train", "--set", "optim.lr=-1"), "optim.lr must be > 0"),
@@ -47,6 +47,23 @@ def test_bad_input_is_one_clear_line(args, message):
     assert result.exit_code == 2, result.output
     assert "error:" in result.output and message in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("setting, message", [
+    (["--set", "model.kwargs.channels=[]"], "model 'small_cnn' (channels=[]): small_cnn needs at least one stage"),
+    (["--set", "method=bkd", "--set", "method_args.k=2.5"], "method_args.k: expected an integer, got 2.5"),
+    (["--set", "method=gce", "--set", "method_args.q=5"], "invalid hyperparameters for 'gce'"),
+    (["--set", "augment.policy=two_weak"], "view 'train' takes one image per sample, but 'two_weak' makes 2"),
+    (["--set", "augment.views.teacher=augmix"], "unknown augmentation policy 'augmix'"),
+])
+def test_bad_training_settings_are_one_line_and_leave_nothing(tmp_path, setting, message):
+    """Each of these ended in a traceback, or after a full epoch, before the contract v2."""
+    out = tmp_path / "run"
+    result = invoke("train", "--config", "digits/sym40", "--set", "optim.epochs=1", "--out", str(out), *setting)
+    assert result.exit_code == 2, result.output
+    assert "error:" in result.output and message in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+    assert not (out / "checkpoints").exists()
 
 
 def test_malicious_cifar_batch_is_refused_by_the_cli(tmp_path):
@@ -100,16 +117,24 @@ def test_methods_shows_arguments_and_defaults():
     from noisykd.methods import describe_method
 
     bkd = describe_method("bkd")
-    assert bkd["arguments"]["k"] == 2 and bkd["arguments"]["robust_stage"] is True
-    assert "ctx" not in bkd["arguments"]
+    assert bkd.options["k"] == 2 and bkd.options["robust_stage"] is True
+    assert "ctx" not in bkd.options and "args" not in bkd.options
     gce = describe_method("gce")
-    assert gce["fixed"] == {"loss": "gce"} and gce["extra_keywords"]
+    assert gce.options == {"q": 0.7} and "generalized cross-entropy" in gce.summary.lower()
     detail = invoke("methods", "bkd")
     assert detail.exit_code == 0
     assert "split_source = 'train_pass'" in detail.output and "min_epochs = 6" in detail.output
     assert "q = 0.7" in invoke("methods", "gce").output                 # GCE's paper value
     unknown = invoke("methods", "nope")
-    assert unknown.exit_code == 2 and "not registered" in unknown.output
+    assert unknown.exit_code == 2 and "unknown method 'nope'; choose one of:" in unknown.output
+
+
+def test_models_lists_networks_and_shows_options():
+    listing = invoke("models")
+    assert listing.exit_code == 0 and "preact_resnet18" in listing.output and "small_cnn" in listing.output
+    detail = invoke("models", "small_cnn")
+    assert detail.exit_code == 0 and "width = 1.0" in detail.output and "num_classes" not in detail.output
+    assert invoke("models", "resnet99").exit_code == 2
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -483,7 +483,7 @@ def test_get_loss_binds_preset_and_overrides():
 
 
 def test_get_loss_errors():
-    with pytest.raises(ConfigError, match="unknown loss 'focal'.*known losses: .*gce"):
+    with pytest.raises(ConfigError, match="unknown loss 'focal'; choose one of: .*gce"):
         get_loss("focal")
     with pytest.raises(ConfigError, match="unknown preset 'gce/cifar10-sym30'.*gce/cifar10-sym40"):
         get_loss("gce/cifar10-sym30")

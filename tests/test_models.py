@@ -131,6 +131,9 @@ def test_unknown_model_and_bad_arguments():
         create_model("resnet18", 0)
     with pytest.raises(ConfigError, match="image_size"):
         create_model("mlp", 10, image_size=(8, 8, 8))
+    # a bad option value is a ConfigError naming the model and the option (one line at the command line)
+    with pytest.raises(ConfigError, match=r"model 'small_cnn' \(channels=\[\]\): small_cnn needs at least one stage"):
+        create_model("small_cnn", 10, channels=[])
 
 
 def test_model_config_rebuilds_the_model():
@@ -152,9 +155,9 @@ def test_register_model_adds_a_custom_network():
         assert "test_tiny_linear" in list_models()
         assert model(torch.randn(2, 1, 5, 5)).shape == (2, 4) and model.feature_dim == 25
     finally:
-        from noisykd.models import registry
+        from noisykd.models import MODELS
 
-        registry._MODELS.pop("test_tiny_linear")
+        MODELS.unregister("test_tiny_linear")
 
 
 def test_wrap_module_on_a_plain_sequential():

@@ -36,20 +36,17 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from typing import Callable, Iterator, Sequence
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 
+# The normalisation constants and statistics belong to the data layer; re-exported here for convenience.
+from .data.normalization import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, dataset_stats
 from .errors import ConfigError, DataError
-
-# Standard normalisation constants (methods.md, "Shared protocol"). Note: these CIFAR std values are the
-# widely copied ones (a mean of per-image stds); the true per-pixel std of CIFAR-10 is about
-# (0.2470, 0.2435, 0.2616), which is what dataset_stats returns. Published results use these constants.
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2023, 0.1994, 0.2010)
-CIFAR100_MEAN = (0.5071, 0.4867, 0.4408)
-CIFAR100_STD = (0.2675, 0.2565, 0.2761)
+from .registry import Registry
 
 PADDING_MODES = ("constant", "reflect", "replicate")
 
@@ -362,9 +359,9 @@ class MultiView(Policy):
 # --------------------------------------------------------------------------------------------------------
 
 PolicyFactory = Callable[..., Policy]
-_POLICIES: dict[str, PolicyFactory] = {}
-_OPTIONS: dict[str, frozenset[str]] = {}
 _CONTEXT_ARGS = frozenset({"mean", "std", "image_size"})  # what every factory gets from the pipeline
+#: Policy factories by name; each entry's metadata holds ``options``, the option names it accepts.
+POLICIES: Registry[PolicyFactory] = Registry("augmentation policy", context_params=tuple(_CONTEXT_ARGS))
 
 
 def register_policy(name: str, overwrite: bool = False, options: Sequence[str] | None = None
@@ -376,11 +373,8 @@ def register_policy(name: str, overwrite: bool = False, options: Sequence[str] |
     """
 
     def wrap(factory: PolicyFactory) -> PolicyFactory:
-        if name in _POLICIES and not overwrite:
-            raise ConfigError(f"augmentation policy {name!r} is already registered")
         accepted = frozenset(options) if options is not None else _keyword_options(factory)
-        _POLICIES[name], _OPTIONS[name] = factory, accepted
-        return factory
+        return POLICIES.register(name, factory, overwrite=overwrite, options=accepted)
 
     return wrap
 
@@ -395,32 +389,27 @@ def _keyword_options(factory: PolicyFactory) -> frozenset[str]:
 
 def available_policies() -> tuple[str, ...]:
     """Names of the registered policies, sorted."""
-    return tuple(sorted(_POLICIES))
+    return tuple(POLICIES.names())
 
 
 def policy_options(name: str) -> frozenset[str]:
     """The option names policy ``name`` accepts (besides mean, std, image_size), e.g. for ``weak``:
     {'padding', 'padding_mode', 'flip_p'}. Lets a caller pass only the configured options a policy knows."""
-    _check_policy_name(name)
-    return _OPTIONS[name]
+    return POLICIES.meta(name)["options"]
 
 
 def get_policy(name: str, **kw) -> Policy:
     """Build the registered policy ``name``; ``kw`` must hold mean, std and image_size plus its options."""
-    _check_policy_name(name)
-    unknown = set(kw) - _CONTEXT_ARGS - _OPTIONS[name]
+    factory = POLICIES[name]
+    accepted = policy_options(name)
+    unknown = set(kw) - _CONTEXT_ARGS - accepted
     if unknown:
         raise ConfigError(f"augmentation policy {name!r} has no option(s) {', '.join(sorted(unknown))}; "
-                          f"it accepts: {', '.join(sorted(_OPTIONS[name])) or 'none'}")
+                          f"it accepts: {', '.join(sorted(accepted)) or 'none'}")
     try:
-        return _POLICIES[name](**kw)
+        return factory(**kw)
     except TypeError as exc:  # e.g. mean or std missing: say which policy it was for
         raise ConfigError(f"augmentation policy {name!r}: {exc}") from exc
-
-
-def _check_policy_name(name: str) -> None:
-    if name not in _POLICIES:
-        raise ConfigError(f"unknown augmentation policy {name!r}: expected one of {', '.join(available_policies())}")
 
 
 @register_policy("none")
@@ -460,6 +449,8 @@ class AugmentPipeline:
     ``pipeline(batch_u8, generator)``: uint8 B x H x W x C (as stored) -> float32 B x C x H x W, or a tuple
     of ``num_views`` of them for multi-view policies. ``pipeline.eval_transform(batch_u8)``: normalise only,
     no randomness. Outputs are contiguous (or channels-last-contiguous with ``channels_last=True``).
+    ``count``: the number of views wanted; a one-view policy is then drawn ``count`` times, one draw after
+    another (a policy that makes another number of views is a ConfigError). None: whatever the policy makes.
 
     Example::
 
@@ -469,11 +460,20 @@ class AugmentPipeline:
     """
 
     def __init__(self, policy_name: str, mean: Sequence[float], std: Sequence[float],
-                 image_size: int | tuple[int, int], channels_last: bool = False, **policy_kwargs):
+                 image_size: int | tuple[int, int], channels_last: bool = False, count: int | None = None,
+                 **policy_kwargs):
         self.policy_name = policy_name
         self.image_size = _as_hw(image_size)
         self.policy_kwargs = dict(policy_kwargs)
         self.policy = get_policy(policy_name, mean=mean, std=std, image_size=self.image_size, **policy_kwargs)
+        if count is not None and count != self.policy.num_views:
+            if self.policy.num_views != 1 or not isinstance(count, int) or count < 1:
+                raise ConfigError(f"policy {policy_name!r} makes {self.policy.num_views} views of each image, not "
+                                  f"{count}")
+            # k independent draws of a one-view policy, one after another from the generator
+            self.policy = MultiView([self.policy] + [
+                get_policy(policy_name, mean=mean, std=std, image_size=self.image_size, **policy_kwargs)
+                for _ in range(count - 1)])
         self._eval = NormalizeOnly(mean, std)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
@@ -521,41 +521,147 @@ class AugmentPipeline:
 
 
 # --------------------------------------------------------------------------------------------------------
-# Statistics and RNG helpers
+# Views: the augmented images a method asks for, written as specs
 # --------------------------------------------------------------------------------------------------------
 
-def dataset_stats(images_u8, chunk_size: int = 1024) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel (mean, std) of uint8 N x H x W x C images, in [0, 1] units (population std, over pixels).
+_SPEC_PATTERN = re.compile(r"^\s*([A-Za-z_][\w-]*)\s*(?:\((.*)\))?\s*$", re.DOTALL)
 
-    images_u8: numpy array (a memmap is fine) or torch tensor on any device. Reads ``chunk_size`` images at a
-    time and accumulates integer sums and sums of squares (exact in int64), so memory stays bounded and the
-    result does not depend on the chunk size.
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """A policy and its own options, e.g. ``randaugment(n=1, m=3)``: policy ``randaugment``, options
+    ``{"n": 1, "m": 3}``. Options not given here come from the run (:class:`CommonOptions`) or the policy's
+    defaults."""
+
+    policy: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        inner = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+        return f"{self.policy}({inner})" if inner else self.policy
+
+
+def parse_view_spec(spec: str | Mapping | ViewSpec) -> ViewSpec:
+    """``"weak"``, ``"weak_cutout(cutout_size=8)"`` or ``{"policy": "weak", "padding": 2}`` -> :class:`ViewSpec`.
+
+    Option values are read as YAML scalars or flow lists (``1``, ``0.5``, ``true``, ``reflect``, ``[1, 2]``).
+    The policy must be registered and accept every option given (ConfigError otherwise, naming the spec).
     """
-    if images_u8.ndim != 4:
-        raise DataError(f"dataset_stats: images must be N x H x W x C, got shape {tuple(images_u8.shape)}")
-    is_tensor = isinstance(images_u8, torch.Tensor)
-    dtype = images_u8.dtype
-    if (dtype != torch.uint8) if is_tensor else (np.dtype(dtype) != np.uint8):
-        raise DataError(f"dataset_stats: images must be uint8 (0-255), got dtype {dtype}")
-    n, c = images_u8.shape[0], images_u8.shape[3]
-    if n == 0:
-        raise DataError("dataset_stats: no images")
-    if chunk_size < 1:
-        raise ConfigError(f"chunk_size must be >= 1, got {chunk_size}")
-    device = images_u8.device if is_tensor else torch.device("cpu")
-    total = torch.zeros(c, dtype=torch.int64, device=device)
-    total_sq = torch.zeros(c, dtype=torch.int64, device=device)
-    for start in range(0, n, chunk_size):  # a loop over chunks of images, not over images
-        chunk = images_u8[start:start + chunk_size]
-        chunk = chunk if is_tensor else torch.from_numpy(np.ascontiguousarray(chunk))
-        pix = chunk.reshape(-1, c).to(torch.int64)
-        total += pix.sum(0)
-        total_sq += (pix * pix).sum(0)
-    count = n * images_u8.shape[1] * images_u8.shape[2]
-    mean = total.double().cpu() / count
-    var = (total_sq.double().cpu() / count - mean * mean).clamp_min(0)
-    return tuple((mean / 255).tolist()), tuple((var.sqrt() / 255).tolist())
+    if isinstance(spec, ViewSpec):
+        parsed = spec
+    elif isinstance(spec, Mapping):
+        options = dict(spec)
+        policy = options.pop("policy", None)
+        if not isinstance(policy, str):
+            raise ConfigError(f"view spec {dict(spec)!r} needs a 'policy' name")
+        parsed = ViewSpec(policy, options)
+    elif isinstance(spec, str):
+        match = _SPEC_PATTERN.match(spec)
+        if match is None:
+            raise ConfigError(f"view spec {spec!r} is not of the form policy or policy(option=value, ...)")
+        parsed = ViewSpec(match.group(1), _parse_options(match.group(2) or "", spec))
+    else:
+        raise ConfigError(f"a view spec is a string like 'weak' or 'randaugment(n=1, m=3)', got {spec!r}")
+    accepted = policy_options(parsed.policy)  # also the unknown-policy error
+    unknown = sorted(set(parsed.options) - accepted)
+    if unknown:
+        raise ConfigError(f"view spec {str(spec)!r}: policy {parsed.policy!r} has no option(s) {', '.join(unknown)}; "
+                          f"it accepts: {', '.join(sorted(accepted)) or 'none'}")
+    return parsed
 
+
+def _parse_options(text: str, spec: str) -> dict[str, Any]:
+    """``"n=1, m=[3, 4]"`` -> {"n": 1, "m": [3, 4]}: split at the commas outside brackets."""
+    import yaml
+
+    items, depth, current = [], 0, ""
+    for char in text:
+        if char in "[{(":
+            depth += 1
+        elif char in "]})":
+            depth -= 1
+        if char == "," and depth == 0:
+            items.append(current)
+            current = ""
+        else:
+            current += char
+    items.append(current)
+    options: dict[str, Any] = {}
+    for item in (i.strip() for i in items):
+        if not item:
+            continue
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise ConfigError(f"view spec {spec!r}: expected option=value, got {item!r}")
+        try:
+            options[key.strip()] = yaml.safe_load(raw.strip())
+        except yaml.YAMLError:
+            raise ConfigError(f"view spec {spec!r}: cannot read the value of {key.strip()!r}: {raw.strip()!r}") from None
+    return options
+
+
+@dataclass(frozen=True)
+class CommonOptions:
+    """Options of the run (the config's ``augment`` section) offered to every view whose policy accepts them.
+
+    padding:      crop padding in pixels; None: :func:`default_padding` of the image size.
+    padding_mode: ``reflect`` (BKD's CIFAR-10 choice) or ``constant`` (zero).
+    cutout_size:  cutout square side, 0 for none. Set, it must be accepted by at least one view's policy
+                  (otherwise it would silently do nothing).
+    """
+
+    padding: int | None = None
+    padding_mode: str = "reflect"
+    cutout_size: int = 0
+
+
+def default_padding(image_size: int | tuple[int, int]) -> int:
+    """4 pixels for images of 32 px and more (the CIFAR convention, methods.md), 1 for small ones (8x8 digits)."""
+    h, w = _as_hw(image_size)
+    return 4 if min(h, w) >= 32 else 1
+
+
+def build_views(views: Mapping[str, tuple[str | Mapping | ViewSpec, int]], mean: Sequence[float],
+                std: Sequence[float], image_size: int | tuple[int, int], common: CommonOptions = CommonOptions(),
+                channels_last: bool = False) -> dict[str, AugmentPipeline]:
+    """One :class:`AugmentPipeline` per view: ``views`` maps a view name to (spec, count), count being the
+    number of images per sample the view must give (1: a tensor; k: a tuple of k tensors).
+
+    Each policy gets, in order of precedence, the options of its spec, the common options it accepts, and its
+    own defaults. Raises ConfigError naming the view when a spec makes another number of views than asked for
+    (e.g. ``two_weak`` for a view of one image) or when ``common.cutout_size`` is set and no view can apply it.
+    """
+    hw = _as_hw(image_size)
+    offered = {"padding": common.padding if common.padding is not None else default_padding(hw),
+               "padding_mode": common.padding_mode}
+    if common.cutout_size:
+        offered["cutout_size"] = common.cutout_size
+    pipelines: dict[str, AugmentPipeline] = {}
+    for name, (spec, count) in views.items():
+        parsed = parse_view_spec(spec)
+        accepted = policy_options(parsed.policy)
+        options = {**{k: v for k, v in offered.items() if k in accepted}, **parsed.options}
+        made = get_policy(parsed.policy, mean=mean, std=std, image_size=hw, **options).num_views
+        if made != count and made != 1:
+            advice = (f"use a one-image policy such as 'weak', or a method that takes {made} views" if count == 1
+                      else f"use a one-image policy (it is drawn {count} times) or one that makes {count}")
+            raise ConfigError(f"view {name!r} takes {_images(count)} per sample, but {str(parsed)!r} makes "
+                              f"{_images(made)}; {advice}")
+        pipelines[name] = AugmentPipeline(parsed.policy, mean, std, hw, channels_last=channels_last, count=count,
+                                          **options)
+    if common.cutout_size and not any("cutout_size" in policy_options(p.policy_name) for p in pipelines.values()):
+        names = ", ".join(f"{n}: {p.policy_name}" for n, p in pipelines.items())
+        raise ConfigError(f"augment.cutout is set but no view's policy has a cutout ({names}); use weak_cutout")
+    return pipelines
+
+
+def _images(count: int) -> str:
+    return "one image" if count == 1 else f"{count} images"
+
+
+# --------------------------------------------------------------------------------------------------------
+# RNG helpers
+# --------------------------------------------------------------------------------------------------------
 
 @contextlib.contextmanager
 def global_rng_from(generator: torch.Generator, device: torch.device | str | None = None) -> Iterator[None]:
@@ -614,6 +720,7 @@ def _as_hw(image_size) -> tuple[int, int]:
 __all__ = [
     "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR100_MEAN", "CIFAR100_STD", "PADDING_MODES",
     "channels_first", "to_float_normalized", "random_crop", "random_flip", "random_crop_flip", "cutout",
-    "Policy", "NormalizeOnly", "CropFlipCutout", "MultiView", "register_policy", "get_policy",
+    "Policy", "NormalizeOnly", "CropFlipCutout", "MultiView", "register_policy", "get_policy", "POLICIES",
     "available_policies", "policy_options", "AugmentPipeline", "dataset_stats", "global_rng_from",
+    "ViewSpec", "parse_view_spec", "CommonOptions", "default_padding", "build_views",
 ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import inspect
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -15,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .errors import NoisyKDError
+from .logs import log_to_stderr
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Train image classifiers on noisy labels with knowledge distillation.")
@@ -29,6 +29,7 @@ def friendly_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        log_to_stderr()
         try:
             return fn(*args, **kwargs)
         except NoisyKDError as e:
@@ -133,53 +134,52 @@ def data_labels(spec: str = typer.Argument(..., help="label-set spec, e.g. cifar
 # ------------------------------------------------------------------------------------------------------------
 # listings
 
-@app.command("models")
-def models_cmd() -> None:
-    """List the registered networks."""
-    from .models import list_models
+@app.command("configs")
+def configs_cmd() -> None:
+    """List the shipped run configs (configs/), for ``noisykd train --config NAME``."""
+    from .config import find_config, shipped_configs
 
-    for name in list_models():
-        console.print(name)
+    table = Table("config", "what it is")
+    for name in shipped_configs():
+        title = next((line.lstrip("#").strip() for line in find_config(name).read_text().splitlines()
+                      if line.startswith("#")), "")
+        table.add_row(name, title)  # every shipped config starts with a one-line title comment
+    console.print(table)
+
+
+@app.command("models")
+@friendly_errors
+def models_cmd(name: Optional[str] = typer.Argument(None, help="show this network's options")) -> None:
+    """List the registered networks, or show one network's options (``--set model.kwargs.KEY=VALUE``)."""
+    from .models import MODELS
+
+    _describe(MODELS, name, "model.kwargs")
 
 
 @app.command("methods")
 @friendly_errors
 def methods_cmd(name: Optional[str] = typer.Argument(None, help="show this method's arguments and notes")) -> None:
     """List the registered training methods, or show one method's ``method_args`` with their defaults."""
-    from .methods import describe_method, list_methods
+    from .methods import METHODS
 
+    _describe(METHODS, name, "method_args")
+
+
+def _describe(registry, name: Optional[str], key: str) -> None:
+    """A table of a registry's entries (summary and options), or one entry's whole docstring and defaults."""
     if name is None:
-        table = Table("method", "what it is", "method_args (--set method_args.KEY=VALUE)")
-        for method in list_methods():
-            d = describe_method(method)
-            args = ", ".join(d["arguments"]) or ", ".join(f"{k}={v}" for k, v in _loss_defaults(d).items()) or "-"
-            table.add_row(method, _loss_summary(d) or d["summary"], args)
+        table = Table(registry.kind, "what it is", f"options (--set {key}.KEY=VALUE)")
+        for entry in registry.names():
+            d = registry.describe(entry)
+            table.add_row(entry, d.summary, ", ".join(d.options) or "-")
         console.print(table)
         return
-    d = describe_method(name)
-    console.print(escape(f"{name}: {_loss_summary(d) or d['doc']}"))
-    defaults = d["arguments"] or _loss_defaults(d)
-    if defaults:
-        console.print("\ndefaults:")
-        for key, default in defaults.items():
-            console.print(escape(f"  {key} = {default!r}"))
-
-
-def _loss_summary(description: dict) -> str:
-    """A loss baseline's one-line summary: its loss function's docstring (empty for other methods)."""
-    from .losses.presets import LOSSES
-
-    loss = description["fixed"].get("loss")
-    doc = inspect.cleandoc(LOSSES[loss].__doc__ or "") if loss in LOSSES else ""
-    first_paragraph = " ".join(doc.split("\n\n")[0].split())
-    return f"one network trained with {first_paragraph}" if first_paragraph else ""
-
-
-def _loss_defaults(description: dict) -> dict:
-    """A loss baseline's hyperparameters and their preset values (the loss's original paper)."""
-    from .losses.presets import LOSS_PRESETS
-
-    return dict(LOSS_PRESETS.get(description["fixed"].get("loss"), {}))
+    d = registry.describe(name)
+    console.print(escape(f"{name}: {d.doc}"))
+    if d.options:
+        console.print(f"\n{key} defaults:")
+        for option, default in d.options.items():
+            console.print(escape(f"  {option} = {default!r}"))
 
 
 # ------------------------------------------------------------------------------------------------------------

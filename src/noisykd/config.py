@@ -6,7 +6,10 @@ RUN/config.yaml`` reproduces it.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -97,20 +100,40 @@ class OptimConfig:
 
 @dataclass
 class AugmentConfig:
-    """Training augmentation policy (``noisykd.augment``) and its parameters.
+    """Training augmentation (``noisykd.augment``).
 
-    padding: crop padding in pixels (None: 4 for images of 32 px and more, else 1).
+    policy:   the spec of every view a method leaves to the run (the default view ``train`` of the loss
+              baselines and BKD): ``weak``, ``none``, ``weak_cutout(cutout_size=8)`` ...
+    views:    view name -> spec, replacing what a method asks for by default (``views: {teacher: augmix}``).
+    padding, pad_mode, cutout: offered to every view's policy that accepts them (padding None: 4 px for images
+              of 32 px and more, else 1; cutout 0: none).
     """
 
     policy: str = "weak"
+    views: dict = field(default_factory=dict)
     padding: int | None = None
     pad_mode: str = "reflect"
     cutout: int = 0
 
     def validate(self) -> None:
+        from . import augment
+
         _check_choice("augment.pad_mode", self.pad_mode, ("reflect", "constant"))
         if self.padding is not None and self.padding < 0:
             raise ConfigError(f"augment.padding must be >= 0, got {self.padding}")
+        if self.cutout < 0:
+            raise ConfigError(f"augment.cutout must be >= 0, got {self.cutout}")
+        for where, spec in [("augment.policy", self.policy), *((f"augment.views.{k}", v) for k, v in self.views.items())]:
+            try:
+                augment.parse_view_spec(spec)
+            except ConfigError as e:
+                raise ConfigError(f"{where}: {e}") from None
+
+    def common_options(self):
+        """The options offered to every view (:class:`noisykd.augment.CommonOptions`)."""
+        from .augment import CommonOptions
+
+        return CommonOptions(padding=self.padding, padding_mode=self.pad_mode, cutout_size=self.cutout)
 
 
 @dataclass
@@ -144,9 +167,16 @@ class RunConfig:
     out_dir: str = "runs/run"
 
     def validate(self) -> "RunConfig":
+        """Check every value, the method's arguments and the model's option names included, before any data
+        loads; raises ConfigError naming the key."""
+        from .methods.registry import parse_method_args
+        from .models.registry import check_model_options
+
         self.data.validate()
         self.optim.validate()
         self.augment.validate()
+        parse_method_args(self.method, self.method_args, epochs=self.optim.epochs)
+        check_model_options(self.model.name, self.model.kwargs)
         _check_choice("amp", self.amp, ("none", "bf16", "fp16"))
         _check_choice("data_on_device", self.data_on_device, ("auto", "yes", "no"))
         if not (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")):
@@ -176,13 +206,14 @@ def _check_range(name: str, value: float, lo: float, hi: float) -> None:
 
 def from_dict(data: dict, cls: type = RunConfig, where: str = "") -> Any:
     """Build dataclass ``cls`` from a nested dict, rejecting unknown keys and ill-typed values."""
+    section = where.rstrip(".") or "config"
     if not isinstance(data, dict):
-        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+        raise ConfigError(f"{section}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ConfigError(f"{where or 'config'}: unknown key(s) {unknown}; known: {sorted(names)}")
+        raise ConfigError(f"{section}: unknown key(s) {unknown}; known: {sorted(names)}")
     values = {k: _coerce(v, hints[k], f"{where}{k}") for k, v in data.items()}
     return cls(**values)
 
@@ -191,6 +222,13 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if dataclasses.is_dataclass(hint):
         return from_dict(value, hint, where + ".")
     origin = typing.get_origin(hint)
+    if origin is typing.Literal:
+        choices = typing.get_args(hint)
+        if value in choices and type(value) in {type(c) for c in choices}:
+            return value
+        raise ConfigError(f"{where} must be one of {', '.join(map(str, choices))}; got {value!r}")
+    if origin in (list, tuple) and typing.get_args(hint):
+        return _coerce_sequence(value, hint, where)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(hint)
         if value is None and type(None) in options:
@@ -231,6 +269,21 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     return value
 
 
+def _coerce_sequence(value: Any, hint: Any, where: str) -> list | tuple:
+    """``list[int]``, ``tuple[float, ...]`` or ``tuple[float, float]``: a YAML list, element types checked."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{where}: expected a list, got {value!r}")
+    if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+        if len(value) != len(args):
+            raise ConfigError(f"{where}: expected a list of {len(args)} values, got {len(value)}: {list(value)!r}")
+        element_types = list(args)
+    else:
+        element_types = [args[0]] * len(value)
+    items = [_coerce(v, t, f"{where}[{i}]") for i, (v, t) in enumerate(zip(value, element_types))]
+    return tuple(items) if origin is tuple else items
+
+
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """Apply ``key.sub=value`` overrides (values parsed as YAML) to a nested dict, in place; return it."""
     for item in overrides:
@@ -251,22 +304,77 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
-                base: dict | None = None) -> RunConfig:
-    """Resolve a config: defaults <- ``base`` dict <- YAML file <- overrides; validated."""
+                base: dict | None = None, updates: dict | None = None) -> RunConfig:
+    """Resolve a config: defaults <- ``base`` <- the YAML file ``path`` <- ``updates`` <- ``overrides``; then
+    ``${NAME}`` in string values is replaced by the environment variable NAME; validated.
+
+    ``path``: a YAML file, or the name of a config shipped in ``configs/`` (``"digits/sym40"``; see
+    :func:`shipped_configs`). ``updates``: a nested dict (``{"method": "bkd", "optim": {"epochs": 8}}``);
+    ``overrides``: ``key.sub=value`` strings as on the command line.
+    """
     data: dict = _deep_merge({}, base or {})
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level")
-        data = _deep_merge(data, loaded)
+        data = _deep_merge(data, read_config_file(path))
+    data = _deep_merge(data, copy.deepcopy(updates or {}))
     apply_overrides(data, overrides or [])
-    return from_dict(data).validate()
+    return from_dict(_expand_environment(data)).validate()
+
+
+#: Where the shipped configs live: ``configs/`` of the repository, reached through the package (src/noisykd/configs
+#: links to it), so that an installed package has them too.
+CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def shipped_configs() -> list[str]:
+    """Names of the configs in ``configs/`` (``"digits/sym40"`` for ``configs/digits/sym40.yaml``), sorted."""
+    return sorted(p.relative_to(CONFIGS_DIR).with_suffix("").as_posix() for p in CONFIGS_DIR.rglob("*.yaml"))
+
+
+def find_config(path: str | Path) -> Path:
+    """A YAML file's path: ``path`` itself when it is a file, else the shipped config of that name."""
+    given = Path(path)
+    if given.is_file():
+        return given
+    name = str(path).removesuffix(".yaml")
+    shipped = CONFIGS_DIR / f"{name}.yaml"
+    if not given.is_absolute() and shipped.is_file():
+        return shipped
+    raise ConfigError(f"{path}: config file not found (nor a shipped config; those are: "
+                      f"{', '.join(shipped_configs()) or 'none'})")
+
+
+def read_config_file(path: str | Path) -> dict:
+    """The mapping in a YAML config file or shipped config (see :func:`find_config`), not yet validated."""
+    path = find_config(path)
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return loaded
+
+
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _expand_environment(data: Any, where: str = "") -> Any:
+    """Replace ``${NAME}`` in every string by the environment variable NAME (data paths stay out of configs);
+    an unset variable is a ConfigError naming the key."""
+    if isinstance(data, dict):
+        return {k: _expand_environment(v, f"{where}{k}.") for k, v in data.items()}
+    if isinstance(data, list):
+        return [_expand_environment(v, where) for v in data]
+    if isinstance(data, str):
+        def value_of(match: re.Match) -> str:
+            name = match.group(1)
+            if name not in os.environ:
+                raise ConfigError(f"{where.rstrip('.')}: {data!r} uses ${{{name}}}, but the environment variable "
+                                  f"{name} is not set")
+            return os.environ[name]
+
+        return _ENV_REFERENCE.sub(value_of, data)
+    return data
 
 
 def _deep_merge(into: dict, other: dict) -> dict:

@@ -19,3 +19,8 @@ class ConfigError(NoisyKDError, ValueError):
 
 class CheckpointError(NoisyKDError):
     """A checkpoint is missing, truncated or does not match the run."""
+
+
+class ContractError(NoisyKDError):
+    """A method (or a network given through the Python API) broke the engine's contract: it asked for a view
+    it did not declare, returned outputs of the wrong length, switched a frozen network to train mode..."""

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from .config import from_dict
+from .data import Normalization
 from .engine import Trainer
 from .engine.checkpoint import BEST, LAST, load_checkpoint
+from .engine.setup import prepare_data
 from .errors import DataError
 
 
@@ -21,9 +24,15 @@ def evaluate_checkpoint(target: str | Path, data_spec: str | None = None, best: 
     path = target if target.is_file() else target / "checkpoints" / (BEST if best else LAST)
     state = load_checkpoint(path)
     cfg = from_dict(state["config"]).validate()
+    data = None
     if data_spec is not None:
         cfg.data.spec, cfg.data.labels, cfg.data.noise, cfg.data.noise_file = data_spec, None, "none", None
-    trainer = Trainer(cfg, progress=False, log=lambda *_: None)
+        data = prepare_data(cfg.data)
+        if "normalization" in state:  # the images are normalised as the network was trained, not by their own stats
+            saved = state["normalization"]
+            trained_with = Normalization(tuple(saved["mean"]), tuple(saved["std"]), saved.get("source", ""))
+            data = dataclasses.replace(data, dataset=dataclasses.replace(data.dataset, normalization=trained_with))
+    trainer = Trainer(cfg, data=data, progress=False)
     trainer.build()
     if trainer.data.test is None:
         raise DataError(f"{cfg.data.spec}: this data source has no test split to evaluate on")

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import DataError
+from .normalization import Normalization
 
 
 @dataclass(frozen=True)
@@ -47,13 +48,18 @@ class ImageSplit:
 
 @dataclass(frozen=True)
 class ImageDataset:
-    """A named data set: a train split, an optional test split and the class names."""
+    """A named data set: a train split, an optional test split and the class names.
+
+    normalization: the constants its images are normalised with when the source prescribes them (CIFAR's
+    standard values), else None: a run then uses its training images' own statistics.
+    """
 
     name: str
     classes: tuple[str, ...]
     train: ImageSplit
     test: ImageSplit | None = None
     meta: dict = field(default_factory=dict)
+    normalization: Normalization | None = None
 
     @property
     def num_classes(self) -> int:

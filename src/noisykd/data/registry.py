@@ -13,11 +13,21 @@ from typing import Callable
 import numpy as np
 
 from ..errors import DataError
+from ..registry import Registry
 from .base import ImageDataset
 
 DatasetLoader = Callable[..., ImageDataset]
-_DATASETS: dict[str, tuple[DatasetLoader, str]] = {}
-_LABELSETS: dict[str, tuple[Callable[..., "LabelSet"], str]] = {}
+
+
+def _import_builtin_sources() -> None:
+    from . import sources  # noqa: F401  (importing registers the built-in loaders)
+
+
+#: Data sources by kind (the part of a spec before the first ':'); each entry's metadata holds its usage.
+DATA_SOURCES: Registry[DatasetLoader] = Registry("data source", error=DataError, builtins=_import_builtin_sources)
+#: Label sets (``--labels``) by kind.
+LABEL_SETS: Registry[Callable[..., "LabelSet"]] = Registry("label set kind", error=DataError,
+                                                           builtins=_import_builtin_sources)
 
 
 @dataclass(frozen=True)
@@ -34,31 +44,21 @@ class LabelSet:
 
 def register_dataset(kind: str, usage: str) -> Callable[[DatasetLoader], DatasetLoader]:
     """Decorator: register ``loader(*args, **options)`` for data specs of this kind."""
-
-    def wrap(loader: DatasetLoader) -> DatasetLoader:
-        _DATASETS[kind] = (loader, usage)
-        return loader
-
-    return wrap
+    return DATA_SOURCES.register(kind, usage=usage)
 
 
 def register_labelset(kind: str, usage: str):
     """Decorator: register ``loader(*args)`` returning a :class:`LabelSet` for label specs of this kind."""
-
-    def wrap(loader):
-        _LABELSETS[kind] = (loader, usage)
-        return loader
-
-    return wrap
+    return LABEL_SETS.register(kind, usage=usage)
 
 
-def _split_spec(spec: str, table: dict, what: str) -> tuple[Callable, list[str]]:
-    _ensure_builtin_loaders()
+def _split_spec(spec: str, registry: Registry) -> tuple[Callable, list[str]]:
+    if not isinstance(spec, str):
+        raise DataError(f"a {registry.kind} spec must be a string like 'cifar10:ROOT', got {spec!r}")
     kind, _, rest = spec.partition(":")
-    if kind not in table:
-        known = ", ".join(f"{u}" for _, u in table.values())
-        raise DataError(f"unknown {what} spec {spec!r}: expected one of {known}")
-    return table[kind][0], ([rest] if rest else [])
+    if kind not in registry:
+        raise DataError(f"{registry.unknown(kind)} (spec {spec!r}; `noisykd data kinds` shows the form of each)")
+    return registry[kind], ([rest] if rest else [])
 
 
 def load_dataset(spec: str, **options) -> ImageDataset:
@@ -66,7 +66,7 @@ def load_dataset(spec: str, **options) -> ImageDataset:
 
     ``options`` go to the loader (e.g. ``resize=32`` for ``folder:``).
     """
-    loader, args = _split_spec(spec, _DATASETS, "data")
+    loader, args = _split_spec(spec, DATA_SOURCES)
     accepted = inspect.signature(loader).parameters
     unknown = [k for k in options if k not in accepted]
     if unknown:
@@ -79,7 +79,7 @@ def load_labelset(spec: str, *, num_samples: int | None = None) -> LabelSet:
 
     When ``num_samples`` is given the length is checked against it.
     """
-    loader, args = _split_spec(spec, _LABELSETS, "labels")
+    loader, args = _split_spec(spec, LABEL_SETS)
     labels = loader(*args)
     if num_samples is not None and len(labels.noisy) != num_samples:
         raise DataError(f"{spec}: {len(labels.noisy)} labels for a training set of {num_samples} images")
@@ -87,16 +87,9 @@ def load_labelset(spec: str, *, num_samples: int | None = None) -> LabelSet:
 
 
 def dataset_kinds() -> dict[str, str]:
-    """Registered data kinds and their usage strings."""
-    _ensure_builtin_loaders()
-    return {k: u for k, (_, u) in _DATASETS.items()}
+    """Registered data kinds and their usage strings (sorted by kind)."""
+    return {k: DATA_SOURCES.meta(k)["usage"] for k in DATA_SOURCES.names()}
 
 
 def labelset_kinds() -> dict[str, str]:
-    _ensure_builtin_loaders()
-    return {k: u for k, (_, u) in _LABELSETS.items()}
-
-
-def _ensure_builtin_loaders() -> None:
-    # Imported lazily so that registry.py has no import cycle with the loader modules.
-    from . import sources  # noqa: F401
+    return {k: LABEL_SETS.meta(k)["usage"] for k in LABEL_SETS.names()}

@@ -50,11 +50,12 @@ class RunDetection:
 
 
 def detect_from_run(run_dir: str | Path, detector: str = "auto", seed: int = 0) -> RunDetection:
-    """Apply ``detector`` to the per-sample outputs of a run.
+    """Apply ``detector`` to the per-sample outputs of a run (``samples.npz``, standard columns only).
 
-    "auto" keeps the run's own decision (BKD: P_A < mu1 at the fitting epoch; other methods: the GMM on the
-    final loss). The others re-decide from the run's scores: BKD's P_A of the given label at the fitting
-    epoch when present, else the final model's probability of the given label.
+    "auto" keeps the run's own decision (the method's detector, e.g. BKD's P_A < mu1 at the fitting epoch, or
+    the GMM on the final loss for methods without one). The others re-decide from the run's clean score,
+    1 - ``noise_score`` (BKD: its P_A of the given label at the fitting epoch; others: the final model's
+    probability of the given label).
     """
     if detector not in DETECTORS:
         raise DataError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}")
@@ -63,27 +64,37 @@ def detect_from_run(run_dir: str | Path, detector: str = "auto", seed: int = 0) 
         raise DataError(f"{path}: no per-sample outputs; is {run_dir} a finished noisykd run?")
     with np.load(path, allow_pickle=False) as npz:
         samples = {k: npz[k] for k in npz.files}
-    rows = np.flatnonzero(samples["flagged"] >= 0)  # the training samples (held-out ones are -1)
+    missing = sorted({"given_label", "noise_score", "flagged", "index"} - set(samples))
+    if missing:
+        raise DataError(f"{path}: no column(s) {missing}; was the run made by another version of noisykd?")
+    in_train = samples["in_train"] == 1 if "in_train" in samples else samples["flagged"] >= 0
+    rows = np.flatnonzero(in_train)
     given = samples["given_label"][rows]
-    suggested = samples["predicted_label"][rows]
+    suggested = samples["suggested_label" if "suggested_label" in samples else "predicted_label"][rows]
     group = samples["group"][rows] if "group" in samples else np.full(len(rows), -1)
+    summary = _read_summary(Path(run_dir) / "summary.json")
+    own = summary.get("detection") or {}
     if detector == "auto":
         flagged = samples["flagged"][rows] == 1
         noise_score = samples["noise_score"][rows]
-        source = "run"
+        name, source = own.get("detector", "auto"), own.get("rule", "the run's own rule")
     else:
-        use_agreement = "p_agree_at_split" in samples
-        scores = samples["p_agree_at_split" if use_agreement else "p_given"][rows].astype(np.float64)
-        issues = find_label_issues(given, scores=np.clip(scores, 0, 1), method=detector, seed=seed)
+        clean_score = 1.0 - samples["noise_score"][rows].astype(np.float64)
+        issues = find_label_issues(given, scores=np.clip(clean_score, 0, 1), method=detector, seed=seed)
         flagged, noise_score = issues.is_label_issue, issues.noise_score
         group = issues.group if issues.group is not None else np.full(len(rows), -1)
-        source = "P_A at the fitting epoch" if use_agreement else "final P(given label)"
+        name, source = detector, f"re-decided from the run's clean score ({own.get('detector', 'unknown')})"
     metrics = None
     if "is_noisy" in samples:
         metrics = detection_metrics(samples["is_noisy"][rows].astype(bool), flagged, noise_score)
-    summary_path = Path(run_dir) / "summary.json"
-    name = detector
-    if detector == "auto" and summary_path.is_file():
-        name = (json.loads(summary_path.read_text()).get("detection") or {}).get("detector", "auto")
     return RunDetection(name, source, samples["index"][rows], given, suggested, noise_score.astype(np.float64),
                         np.asarray(group, dtype=np.int64), np.asarray(flagged, dtype=np.int64), metrics)
+
+
+def _read_summary(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not a readable summary ({e})") from None

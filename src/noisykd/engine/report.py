@@ -50,6 +50,31 @@ def model_selection(history: list[dict], metric: str = "test_acc") -> dict:
     return out
 
 
+def run_summary(config, data, history: list[dict], detection: dict, method_summary: dict, device: str) -> dict:
+    """What ``summary.json`` holds: the run's setting, the three model selections (last, best noisy-val, best
+    test as an oracle), the detection (detector, rule and, when the truth is known, its metrics), the
+    method's own summary and the median training throughput."""
+    import numpy as np
+
+    return {
+        "method": config.method,
+        "model": config.model.name,
+        "data": config.data.spec,
+        "epochs": config.optim.epochs,
+        "train_samples": len(data.train),
+        "val_samples": len(data.val) if data.val is not None else 0,
+        "test_samples": len(data.test) if data.test is not None else 0,
+        "noise": data.noisy.summary(),
+        "normalization": {"mean": list(data.normalization.mean), "std": list(data.normalization.std),
+                          "source": data.normalization.source},
+        **model_selection(history),
+        "detection": detection,
+        "method_summary": method_summary,
+        "median_img_per_s": float(np.median([r["img_per_s"] for r in history])),
+        "device": device,
+    }
+
+
 def write_json(obj: dict, path: Path) -> None:
     _atomic_text(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
 

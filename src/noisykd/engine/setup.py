@@ -8,11 +8,12 @@ index in the source's training split, which keys the per-sample store.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
 from ..config import DataConfig
-from ..data import ImageDataset, ImageSplit, load_dataset, load_labelset
+from ..data import ImageDataset, ImageSplit, Normalization, load_dataset, load_labelset
 from ..errors import ConfigError
 from ..noise import NoisyLabels, from_labelset, make_noise
 
@@ -45,6 +46,11 @@ class PreparedData:
     def clean_labels(self) -> np.ndarray | None:
         """int64 (num_samples,) ground truth by dataset index, or None when unknown."""
         return self.noisy.clean
+
+    @cached_property
+    def normalization(self) -> Normalization:
+        """The source's prescribed constants (CIFAR's standard values), else the training images' statistics."""
+        return self.dataset.normalization or Normalization.of_images(self.train.images)
 
 
 def prepare_data(cfg: DataConfig, dataset: ImageDataset | None = None) -> PreparedData:

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import CheckpointError, ContractError
+
 
 class SampleStore:
     """Named tensors of shape (num_samples, *tail), row i belonging to dataset index i.
@@ -29,7 +31,7 @@ class SampleStore:
             fill: float | int = float("nan")) -> torch.Tensor:
         """Create entry ``name`` of shape (num_samples, *shape), filled with ``fill``; returns it."""
         if name in self._tensors:
-            raise KeyError(f"sample-state entry {name!r} exists already")
+            raise ContractError(f"sample-state entry {name!r} exists already")
         if not dtype.is_floating_point and isinstance(fill, float) and np.isnan(fill):
             fill = -1  # integers have no NaN: -1 marks "never written"
         tensor = torch.full((self.num_samples, *shape), fill, dtype=dtype, device=self.device)
@@ -37,6 +39,8 @@ class SampleStore:
         return tensor
 
     def __getitem__(self, name: str) -> torch.Tensor:
+        if name not in self._tensors:
+            raise ContractError(f"no sample-state entry {name!r}; entries: {sorted(self._tensors)} (add it first)")
         return self._tensors[name]
 
     def __contains__(self, name: str) -> bool:
@@ -64,7 +68,13 @@ class SampleStore:
         """Restore entries saved by :meth:`state_dict` (entries are created if missing)."""
         for name, tensor in state.items():
             if tensor.shape[0] != self.num_samples:
-                raise ValueError(f"sample-state entry {name!r} has {tensor.shape[0]} rows, expected {self.num_samples}")
+                raise CheckpointError(f"sample-state entry {name!r} has {tensor.shape[0]} rows, expected "
+                                      f"{self.num_samples} (a checkpoint of another data set?)")
+            current = self._tensors.get(name)
+            if current is not None and (current.shape != tensor.shape or current.dtype != tensor.dtype):
+                raise CheckpointError(f"sample-state entry {name!r} is {tuple(tensor.shape)} {tensor.dtype} in the "
+                                      f"checkpoint but {tuple(current.shape)} {current.dtype} in this run (another "
+                                      "number of epochs, or another method's options?)")
             self._tensors[name] = tensor.to(self.device)
 
     def export(self, npz_path: str | Path, csv_path: str | Path | None = None,

@@ -1,7 +1,10 @@
 """The training engine: one loop for every method.
 
 The engine owns data on the device, augmentation, the optimiser and its schedule, mixed precision, evaluation,
-logging, checkpoints and resumption; a method (``noisykd.methods``) owns only its networks and its loss.
+logging, checkpoints and resumption; a method (``noisykd.methods``, contract in ``methods/base.py``) owns its
+networks, its loss and its per-sample decisions. The pieces live next to this file: ``feed`` (batches by
+index), ``networks`` (roles), ``schedule``, ``step`` (one optimiser step), ``meters`` (epoch sums on the
+device), ``outputs`` (per-sample results), ``report`` (files and plots), ``checkpoint``.
 
 Reproducibility: all randomness comes from four generators (batch order, augmentation, the method's own, and
 torch's global one for dropout and initialisation), whose states go into every checkpoint together with the
@@ -13,33 +16,41 @@ on a GPU up to the non-determinism of its kernels).
 from __future__ import annotations
 
 import copy
-import math
+import logging
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .. import augment
 from ..config import RunConfig, save_config
-from ..detect import detection_metrics, find_label_issues
-from ..errors import CheckpointError, ConfigError
-from ..methods import Batch, EvalBatch, Method, MethodContext, create_method
+from ..data import ImageSplit
+from ..errors import CheckpointError, ConfigError, ContractError, DataError
+from ..methods import (Batch, EvalBatch, GroundTruth, Method, MethodContext, Prediction, Progress, View, Views,
+                       create_method)
 from ..models import create_model, wrap_module
 from . import report
 from .checkpoint import BEST, find_resume_checkpoint, load_checkpoint, save_atomic, save_rotating
-from .feed import ImageFeed
+from .feed import ImageFeed, training_batch_sizes
+from .meters import ENGINE_METRICS, EpochMeter
+from .networks import NetworkSet
+from .outputs import collect_outputs
+from .progress import ProgressBar, epoch_line
+from .schedule import LearningRateSchedule
 from .setup import PreparedData, prepare_data
 from .state import SampleStore
+from .step import TrainStep
 
-CHECKPOINT_FORMAT = 1
+#: Version of the checkpoint layout. Format 1 (before network roles) still loads for evaluation, not to resume.
+CHECKPOINT_FORMAT = 2
+READABLE_FORMATS = (1, 2)
 StepCallback = Callable[["Trainer", int, int], None]  # (trainer, epoch, step_in_epoch)
+log = logging.getLogger("noisykd.engine")
 
 
 @dataclass
@@ -60,30 +71,21 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def normalization_for(data: PreparedData) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel (mean, std): the standard constants for CIFAR (as the papers use), else the training
-    images' own statistics."""
-    name = data.dataset.name
-    if name == "cifar10":
-        return augment.CIFAR10_MEAN, augment.CIFAR10_STD
-    if name == "cifar100":
-        return augment.CIFAR100_MEAN, augment.CIFAR100_STD
-    return augment.dataset_stats(data.train.images)
-
-
 class Trainer:
     """Runs ``config`` end to end. ``model`` (any ``nn.Module``) replaces the registry network; ``data``
-    replaces loading from ``config.data``; ``on_step`` is called after every optimiser step."""
+    replaces loading from ``config.data``; ``on_step`` is called after every optimiser step; ``progress``
+    shows a progress bar (default: when stderr is a terminal). Epoch lines go to ``logging.getLogger("noisykd")``.
+    """
 
     def __init__(self, config: RunConfig, model: nn.Module | None = None, data: PreparedData | None = None,
-                 progress: bool | None = None, on_step: StepCallback | None = None, log: Callable = print):
+                 progress: bool | None = None, on_step: StepCallback | None = None):
         self.config = config.validate()
         self.user_model = model
         self._data = data
         self.show_progress = sys.stderr.isatty() if progress is None else progress
         self.on_step = on_step
-        self.log = log
         self.out_dir = Path(config.out_dir)
+        self.schedule = LearningRateSchedule(config.optim)
 
     # ------------------------------------------------------------------------------------------------------
     def run(self, resume: bool | str | Path = False) -> RunResult:
@@ -92,7 +94,8 @@ class Trainer:
         if resume:
             path = find_resume_checkpoint(self.out_dir if resume is True else resume)
             checkpoint = load_checkpoint(path)
-            self.log(f"resuming from {path} (epoch {checkpoint['epoch']} done)")
+            _check_resumable(checkpoint, path)
+            log.info(f"resuming from {path} (epoch {checkpoint['epoch']} done)")
         elif (self.out_dir / "checkpoints").exists():
             raise CheckpointError(f"{self.out_dir} already holds a run; continue it with --resume, or choose "
                                   "another output folder")
@@ -100,219 +103,200 @@ class Trainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         save_config(self.config, self.out_dir / "config.yaml")
         self.data.noisy.save(self.out_dir / "noisy_labels.npz")
+        self.method.on_train_start(resumed=checkpoint is not None)
         for epoch in range(self.epoch, self.config.optim.epochs):
-            self._train_epoch(epoch)
-        return self._finish()
+            self.train_epoch(epoch)
+        return self.finish()
 
     # ------------------------------------------------------------------------------------------------------
     def build(self, checkpoint: dict | None = None) -> None:
-        """Set up data, method, networks and optimiser; restore ``checkpoint`` (a full training state) if given."""
+        """Set up data, method, networks, views and optimiser; restore ``checkpoint`` (a full training state)."""
         cfg = self.config
+        self.nets: NetworkSet | None = None  # iterate_train needs them: they exist once the method is built
         torch.manual_seed(cfg.seed)
         self.device = resolve_device(cfg.device)
-        self.data = self._data or prepare_data(cfg.data)
-        data = self.data
+        self.data = data = self._data or prepare_data(cfg.data)
+        if len(data.train) < 2:
+            raise DataError(f"{cfg.data.spec}: {len(data.train)} training sample(s); BatchNorm needs at least 2")
         self.feed = ImageFeed(data.train, self.device, cfg.data_on_device)
         self.clean_by_index = (torch.from_numpy(data.clean_labels).to(self.device)
                                if data.clean_labels is not None else None)
         self.noisy_by_index = (torch.from_numpy(data.noisy.is_noisy).to(self.device)
                                if data.clean_labels is not None else None)
         h, w, c = data.dataset.image_shape
-        self.mean, self.std = normalization_for(data)
-        self.eval_pipeline = augment.AugmentPipeline("none", self.mean, self.std, image_size=(h, w),
+        norm = data.normalization
+        self.eval_pipeline = augment.AugmentPipeline("none", norm.mean, norm.std, image_size=(h, w),
                                                      channels_last=cfg.channels_last)
         self.gen_shuffle = torch.Generator().manual_seed(cfg.seed)
         self.gen_augment = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
         self.gen_method = torch.Generator(device=self.device).manual_seed(cfg.seed + 2)
         self.store = SampleStore(data.num_samples, self.device)
-        batch_size = cfg.optim.batch_size
-        self.steps_per_epoch = max(1, len(self.feed) // batch_size + (len(self.feed) % batch_size >= 2))
+        self.steps_per_epoch = len(training_batch_sizes(len(self.feed), cfg.optim.batch_size))
         self.ctx = MethodContext(
-            num_classes=data.num_classes, num_samples=data.num_samples, image_shape=(h, w, c),
-            device=self.device, store=self.store, generator=self.gen_method, build_model=self._build_model,
-            iterate_train=self.iterate_train, total_epochs=cfg.optim.epochs, steps_per_epoch=self.steps_per_epoch)
-        self.method: Method = create_method(cfg.method, self.ctx, **cfg.method_args)
-        self.view_pipelines = {view: self._view_pipeline(policy)
-                               for view, policy in self.method.view_policies(cfg.augment.policy).items()}
-        self.networks = self.method.networks()
-        for net in self.networks.values():
-            net.to(self.device)
-            if cfg.channels_last:
-                net.to(memory_format=torch.channels_last)
-        self.optimizer = self._make_optimizer(self.method.trainable_parameters())
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16" and self.device.type == "cuda")
+            num_classes=data.num_classes, num_samples=data.num_samples,
+            train_indices=torch.from_numpy(np.sort(data.train.indices)).to(self.device), image_shape=(h, w, c),
+            normalization=norm, device=self.device, store=self.store, generator=self.gen_method,
+            build_model=self._build_model, iterate_train=self.iterate_train, total_epochs=cfg.optim.epochs,
+            steps_per_epoch=self.steps_per_epoch)
+        self.method: Method = create_method(cfg.method, self.ctx, cfg.method_args)
+        self.view_pipelines = self._build_view_pipelines()
+        self.nets = NetworkSet(self.method.networks(), self.device, cfg.channels_last)
+        optimizer = self._make_optimizer(self.nets.parameter_groups(cfg.optim.weight_decay))
+        self.step_fn = TrainStep(optimizer, cfg.amp, self.device)
         self.epoch, self.step, self.history = 0, 0, []
         if checkpoint is not None:
             self._restore(checkpoint)
-        if cfg.compile:
-            for net in self.networks.values():
-                net.compile()
+        self.nets.prepare(compile=cfg.compile)
 
-    def _view_pipeline(self, policy: str) -> augment.AugmentPipeline:
-        """The pipeline of one training view, with the configured options that its policy accepts."""
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self.step_fn.optimizer
+
+    def _build_view_pipelines(self) -> dict[str, augment.AugmentPipeline]:
+        """The augmentation pipeline of every view the method declared: the config's spec for that view name,
+        else the method's, else the run's policy."""
         cfg = self.config.augment
-        h, w, _ = self.data.dataset.image_shape
-        options = {"padding": cfg.padding if cfg.padding is not None else (4 if min(h, w) >= 32 else 1),
-                   "padding_mode": cfg.pad_mode}
-        if cfg.cutout:
-            options["cutout_size"] = cfg.cutout
-        accepted = augment.policy_options(policy)
-        if cfg.cutout and "cutout_size" not in accepted:
-            raise ConfigError(f"augment.cutout is set but policy {policy!r} has no cutout; use weak_cutout")
-        return augment.AugmentPipeline(policy, self.mean, self.std, image_size=(h, w),
-                                       channels_last=self.config.channels_last,
-                                       **{k: v for k, v in options.items() if k in accepted})
+        requested = self.method.views()
+        if not isinstance(requested, dict) or not all(isinstance(v, View) for v in requested.values()):
+            raise ContractError(f"{self.method.name}.views() must return {{name: View(...)}}, got {requested!r}")
+        specs, sources = {}, {}
+        for name, view in requested.items():
+            spec, source = ((cfg.views[name], f"augment.views.{name}") if name in cfg.views
+                            else (view.policy, "the method's own") if view.policy is not None
+                            else (cfg.policy, "augment.policy"))
+            specs[name], sources[name] = (spec, view.count), source
+        unknown = sorted(set(cfg.views) - set(requested))
+        if unknown:
+            raise ConfigError(f"augment.views names {unknown}, but method {self.method.name!r} has the views "
+                              f"{sorted(requested)}")
+        norm = self.data.normalization
+        try:
+            return augment.build_views(specs, norm.mean, norm.std, self.data.dataset.image_shape[:2],
+                                       cfg.common_options(), channels_last=self.config.channels_last)
+        except ConfigError as e:
+            named = [f"{n}: {src}" for n, src in sources.items() if f"view {n!r}" in str(e)]
+            where = f" (spec of {', '.join(named)})" if named else ""
+            raise ConfigError(f"method {self.method.name!r}: {e}{where}") from None
 
-    def _build_model(self) -> nn.Module:
-        """A fresh network for the method: a deep copy of the user's module, or one from the registry."""
+    def _build_model(self, name: str | None = None, **options) -> nn.Module:
+        """A fresh network for the method (``ctx.build_model``): without a name, a deep copy of the user's module
+        or the configured network; with one, that registered network with ``options``, sized for this data."""
         h, w, c = self.data.dataset.image_shape
-        if self.user_model is not None:
+        if name is None and self.user_model is not None:
             return wrap_module(copy.deepcopy(self.user_model))
-        cfg = self.config.model
-        return create_model(cfg.name, num_classes=self.data.num_classes, in_channels=c, image_size=h, **cfg.kwargs)
+        if name is None:
+            name, options = self.config.model.name, {**self.config.model.kwargs, **options}
+        return create_model(name, num_classes=self.data.num_classes, in_channels=c, image_size=h, **options)
 
-    def _make_optimizer(self, params) -> torch.optim.Optimizer:
+    def _make_optimizer(self, groups: list[dict]) -> torch.optim.Optimizer:
         o = self.config.optim
         if o.name == "sgd":
-            return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0,
-                                   weight_decay=o.weight_decay)
+            return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0)
         cls = torch.optim.Adam if o.name == "adam" else torch.optim.AdamW
-        return cls(params, lr=o.lr, weight_decay=o.weight_decay)
-
-    def lr_at(self, epoch_float: float) -> float:
-        """Learning rate at a (fractional) epoch: warm-up, then the configured schedule."""
-        o = self.config.optim
-        if o.warmup_epochs and epoch_float < o.warmup_epochs:
-            return o.lr * epoch_float / o.warmup_epochs
-        if o.schedule == "multistep":
-            return o.lr * o.gamma ** sum(int(epoch_float) >= m for m in o.milestones)
-        if o.schedule == "cosine":
-            span = max(o.epochs - o.warmup_epochs, 1e-9)
-            return o.lr * 0.5 * (1 + math.cos(math.pi * (epoch_float - o.warmup_epochs) / span))
-        return o.lr
-
-    def _autocast(self):
-        amp = self.config.amp
-        if amp == "none":
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
-
-    def _set_train_mode(self, training: bool) -> None:
-        for net in self.networks.values():
-            net.train(training)
+        return cls(groups, lr=o.lr)
 
     # ------------------------------------------------------------------------------------------------------
-    def _train_epoch(self, epoch: int) -> None:
+    def train_epoch(self, epoch: int) -> None:
+        """One epoch: every training sample once, in a fresh random order; then evaluation, the method's
+        end-of-epoch hook, the metrics row, a checkpoint and a log line."""
         cfg = self.config
-        self.ctx.epoch = epoch
         self.method.on_epoch_start(epoch)
-        self._set_train_mode(True)
+        self.nets.train(True)
         order = torch.randperm(len(self.feed), generator=self.gen_shuffle)
-        sums = {"loss": torch.zeros((), device=self.device), "seen": 0}
-        correct_noisy = torch.zeros((), device=self.device)
-        correct_clean = torch.zeros((), device=self.device)
-        fit_wrong = torch.zeros((), device=self.device)  # noisy samples predicted as their wrong label
-        seen_wrong = torch.zeros((), device=self.device)
-        extra_sums: dict[str, torch.Tensor] = {}
+        meter = EpochMeter(self.device, self.clean_by_index, self.noisy_by_index)
+        bar = ProgressBar(self.show_progress, self.steps_per_epoch, f"epoch {epoch + 1}/{cfg.optim.epochs}")
         start = time.perf_counter()
-        bar = _ProgressBar(self.show_progress, self.steps_per_epoch, f"epoch {epoch + 1}/{cfg.optim.epochs}")
-        for step_in_epoch, (images, labels, indices) in enumerate(self.feed.batches(order, cfg.optim.batch_size,
-                                                                                     drop_last=True)):
-            lr = self.lr_at(epoch + step_in_epoch / self.steps_per_epoch)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            views = {name: self._as_views(pipe(images, self.gen_augment))
-                     for name, pipe in self.view_pipelines.items()}
-            self.ctx.step = self.step
-            with self._autocast():
-                out = self.method.training_step(Batch(indices, labels, views))
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(out.loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.method.after_optimizer_step()
+        batches = self.feed.batches(order, cfg.optim.batch_size, fold_lone_last=True)
+        for step_in_epoch, (images, labels, indices) in enumerate(batches):
+            progress = Progress(epoch, self.step, step_in_epoch, self.steps_per_epoch, cfg.optim.epochs)
+            self.schedule.apply(self.optimizer, progress.epoch_fraction)
+            views = Views({name: pipe(images, self.gen_augment) for name, pipe in self.view_pipelines.items()})
+            out = self.step_fn(self.method, Batch(indices, labels, views, progress))
             self.step += 1
-            b = len(labels)
-            sums["loss"] += out.loss.detach().float() * b
-            sums["seen"] += b
-            if out.logits is not None:
-                predicted = out.logits.detach().argmax(1)
-                correct_noisy += (predicted == labels).sum()
-                if self.clean_by_index is not None:
-                    correct_clean += (predicted == self.clean_by_index[indices]).sum()
-                    wrong = self.noisy_by_index[indices]
-                    fit_wrong += ((predicted == labels) & wrong).sum()
-                    seen_wrong += wrong.sum()
-            for key, value in out.metrics.items():
-                extra_sums[key] = extra_sums.get(key, 0) + torch.as_tensor(value, device=self.device).float() * b
-            bar.advance(lambda: {"loss": sums["loss"].item() / sums["seen"],
-                                 "acc": correct_noisy.item() / sums["seen"],
-                                 "img/s": sums["seen"] / (time.perf_counter() - start)})
+            meter.update(out, labels, indices)
+            bar.advance(lambda: {**meter.running(), "img/s": meter.seen / (time.perf_counter() - start)})
             if self.on_step is not None:
                 self.on_step(self, epoch, step_in_epoch)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         train_time = time.perf_counter() - start
         bar.close()
-        seen = max(sums["seen"], 1)
-        row = {"epoch": epoch + 1, "lr": self.lr_at(epoch), "train_loss": sums["loss"].item() / seen,
-               "train_acc_noisy": correct_noisy.item() / seen,
-               "train_acc_clean": correct_clean.item() / seen if self.clean_by_index is not None else None,
-               # memorisation: share of the wrongly labelled training samples predicted as their wrong label
-               "train_fit_wrong_labels": (fit_wrong / seen_wrong).item() if seen_wrong.item() else None}
-        row.update({f"train_{k}": v.item() / seen for k, v in extra_sums.items()})
+        self.nets.check(self.method.networks())
+        reduced = meter.reduce()
+        row = _epoch_row(epoch, self.schedule.lr_at(epoch), reduced)
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.optim.epochs:
             row.update(self.evaluate())
-        row.update(self.method.on_epoch_end(epoch) or {})
-        row.update({"img_per_s": seen / train_time, "epoch_time_s": train_time})
+        extra = self.method.on_epoch_end(epoch, _method_metrics(reduced)) or {}
+        clashes = sorted(set(extra) & (set(row) | {"img_per_s", "epoch_time_s"}))
+        if clashes:
+            raise ContractError(f"{self.method.name}.on_epoch_end returned {clashes}, which are the engine's columns")
+        row.update(extra)
+        row.update({"img_per_s": meter.seen / train_time, "epoch_time_s": train_time})
         self.history.append(row)
         self.epoch = epoch + 1
         self._checkpoint(row)
-        self._log_epoch(row)
-
-    @staticmethod
-    def _as_views(out):
-        return out if isinstance(out, torch.Tensor) else tuple(out)
+        log.info(epoch_line(row, cfg.optim.epochs))
 
     # ------------------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def predict_split(self, split) -> dict[str, torch.Tensor]:
-        """Eval-mode predictions of every head on a split (un-augmented): head -> (N, C) float on the CPU."""
-        self._set_train_mode(False)
+    def predict_split(self, split: ImageSplit) -> Prediction:
+        """Eval-mode prediction of the method on a split (un-augmented, in the split's order), on the CPU:
+        logits (N, C) and each head's logits (N, C)."""
+        if len(split) == 0:
+            raise DataError("cannot predict on an empty split")
+        self.nets.train(False)
         feed = ImageFeed(split, self.device, self.config.data_on_device)
-        outputs: dict[str, list[torch.Tensor]] = {}
-        order = torch.arange(len(feed))
-        for images, _, _ in feed.batches(order, self.config.eval_batch_size):
-            with self._autocast():
-                heads = self.method.predict(self.eval_pipeline.eval_transform(images))
-            for name, value in heads.items():
-                outputs.setdefault(name, []).append(value.float().cpu())
-        return {name: torch.cat(chunks) for name, chunks in outputs.items()}
+        chunks: list[Prediction] = []
+        for images, _, _ in feed.batches(torch.arange(len(feed)), self.config.eval_batch_size):
+            with self.step_fn.autocast():
+                chunks.append(self._checked_prediction(self.method.predict(self.eval_pipeline.eval_transform(images)),
+                                                       len(images)))
+        if any(c.heads.keys() != chunks[0].heads.keys() for c in chunks):
+            raise ContractError(f"{self.method.name}.predict returned different heads for different batches")
+        return Prediction(logits=torch.cat([c.logits.float().cpu() for c in chunks]),
+                          heads={name: torch.cat([c.heads[name].float().cpu() for c in chunks])
+                                 for name in chunks[0].heads})
+
+    def _checked_prediction(self, prediction, batch_size: int) -> Prediction:
+        name = self.method.name
+        if not isinstance(prediction, Prediction):
+            raise ContractError(f"{name}.predict must return a Prediction (logits and heads), got "
+                                f"{type(prediction).__name__}")
+        for head, logits in {"logits": prediction.logits, **prediction.heads}.items():
+            if not (isinstance(logits, torch.Tensor) and logits.is_floating_point()
+                    and tuple(logits.shape) == (batch_size, self.data.num_classes)):
+                shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+                raise ContractError(f"{name}.predict: {head} must be float logits of shape ({batch_size}, "
+                                    f"{self.data.num_classes}), got {shape}")
+        return prediction
 
     def evaluate(self) -> dict[str, float | None]:
-        """Test accuracy of every head (``test_acc`` for the main one) and noisy-validation accuracy."""
+        """Test accuracy of the prediction (``test_acc``) and of every head (``test_acc_NAME``); noisy-validation
+        accuracy (``val_acc``)."""
         row: dict[str, float | None] = {}
         if self.data.test is not None:
             labels = torch.from_numpy(self.data.test.labels)
-            for name, out in self.predict_split(self.data.test).items():
-                key = "test_acc" if name == "main" else f"test_acc_{name}"
-                row[key] = (out.argmax(1) == labels).float().mean().item()
+            prediction = self.predict_split(self.data.test)
+            row["test_acc"] = _accuracy(prediction.logits, labels)
+            row.update({f"test_acc_{name}": _accuracy(logits, labels) for name, logits in prediction.heads.items()})
         if self.data.val is not None:
-            out = self.predict_split(self.data.val)["main"]
-            row["val_acc"] = (out.argmax(1) == torch.from_numpy(self.data.val.labels)).float().mean().item()
-        self._set_train_mode(True)
+            row["val_acc"] = _accuracy(self.predict_split(self.data.val).logits,
+                                       torch.from_numpy(self.data.val.labels))
+        self.nets.train(True)
         return row
 
-    def iterate_train(self):
+    def iterate_train(self) -> Iterator[EvalBatch]:
         """Eval batches over the training split, un-augmented, networks in eval mode (for methods that score
         every sample, e.g. BKD's P_A at the fitting epoch). Train mode is restored at the end."""
-        self._set_train_mode(False)
+        if self.nets is None:
+            raise ContractError("ctx.iterate_train is available from on_train_start on, not while the method is built")
+        self.nets.train(False)
         order = torch.arange(len(self.feed))
         try:
             for images, labels, indices in self.feed.batches(order, self.config.eval_batch_size):
                 yield EvalBatch(indices, labels, self.eval_pipeline.eval_transform(images))
         finally:
-            self._set_train_mode(True)
+            self.nets.train(True)
 
     # ------------------------------------------------------------------------------------------------------
     def _checkpoint(self, row: dict) -> None:
@@ -322,19 +306,20 @@ class Trainer:
         if row.get("val_acc") is not None:
             best = max((r["val_acc"] for r in self.history if r.get("val_acc") is not None))
             if row["val_acc"] >= best:
-                save_atomic({"format": CHECKPOINT_FORMAT, "config": state["config"], "epoch": self.epoch,
-                             "networks": state["networks"], "method": state["method"]}, folder / BEST)
+                save_atomic({key: state[key] for key in ("format", "config", "normalization", "epoch", "networks",
+                                                         "frozen", "method")}, folder / BEST)
         report.write_metrics(self.history, self.out_dir)
 
     def _state(self) -> dict:
         return {
             "format": CHECKPOINT_FORMAT,
             "config": self.config.to_dict(),
+            "normalization": {"mean": list(self.data.normalization.mean), "std": list(self.data.normalization.std),
+                              "source": self.data.normalization.source},
             "epoch": self.epoch,
             "step": self.step,
-            "networks": {name: net.state_dict() for name, net in self.networks.items()},
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(),
+            **self.nets.state_dict(),
+            **self.step_fn.state_dict(),
             "method": self.method.state_dict(),
             "store": self.store.state_dict(),
             "rng": {"torch": torch.get_rng_state(),
@@ -346,12 +331,8 @@ class Trainer:
         }
 
     def _restore(self, state: dict) -> None:
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointError(f"checkpoint format {state.get('format')} is not supported (expected "
-                                  f"{CHECKPOINT_FORMAT})")
         self.load_networks(state)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
+        self.step_fn.load_state_dict(state["optimizer"], state["scaler"])
         self.store.load_state_dict(state["store"])
         rng = state["rng"]
         torch.set_rng_state(rng["torch"])
@@ -364,125 +345,57 @@ class Trainer:
 
     def load_networks(self, state: dict) -> None:
         """Load the networks and the method's own state from a checkpoint (for evaluation or resumption)."""
-        if set(self.networks) != set(state["networks"]):
-            raise CheckpointError(f"checkpoint networks {sorted(state['networks'])} do not match the method's "
-                                  f"{sorted(self.networks)}")
-        for name, net in self.networks.items():
-            net.load_state_dict(state["networks"][name])
+        if state.get("format") not in READABLE_FORMATS:
+            raise CheckpointError(f"checkpoint format {state.get('format')} is not supported (expected one of "
+                                  f"{READABLE_FORMATS})")
+        self.nets.load_state_dict(state["networks"], state.get("frozen"))
         self.method.load_state_dict(state["method"])
 
     # ------------------------------------------------------------------------------------------------------
-    def _finish(self) -> RunResult:
-        out = self.out_dir
-        samples = self._sample_outputs()
-        rows = self.data.train.indices
-        self.store.export(out / "samples.npz", out / "samples.csv", columns=samples, rows=rows)
-        summary = {
-            "method": self.config.method,
-            "model": self.config.model.name,
-            "data": self.config.data.spec,
-            "epochs": self.config.optim.epochs,
-            "train_samples": len(self.data.train),
-            "val_samples": len(self.data.val) if self.data.val is not None else 0,
-            "test_samples": len(self.data.test) if self.data.test is not None else 0,
-            "noise": self.data.noisy.summary(),
-            **report.model_selection(self.history),
-            "detection": self._detection(samples),
-            "method_summary": self.method.summary(),
-            "median_img_per_s": float(np.median([r["img_per_s"] for r in self.history])),
-            "device": str(self.device),
-        }
+    def finish(self) -> RunResult:
+        """The end-of-run outputs: per-sample results, detection, summary, plots."""
+        out, rows = self.out_dir, self.data.train.indices
+        outputs = collect_outputs(self.data, self.predict_split(self.data.train).logits, self.method.name,
+                                  self.method.sample_outputs(), self.config.seed)
+        self.store.export(out / "samples.npz", out / "samples.csv", columns=outputs.columns, rows=rows)
+        summary = report.run_summary(self.config, self.data, self.history, outputs.detection_summary(rows),
+                                     self.method.summary(), str(self.device))
         report.write_json(summary, out / "summary.json")
         report.plot_curves(self.history, out / "curves.png", title=f"{self.config.method} on {self.config.data.spec}")
-        self.method.write_reports(out, self.history, samples["is_noisy"].astype(bool) if "is_noisy" in samples else None)
+        truth = None
+        if self.data.clean_labels is not None:
+            noisy = self.data.noisy
+            truth = GroundTruth(clean_label=noisy.clean, is_noisy=noisy.is_noisy.astype(bool),
+                                is_open_set=np.asarray(noisy.is_open_set, dtype=bool))
+        self.method.write_reports(out, self.history, truth)
         return RunResult(out, self.history, summary)
 
-    def _sample_outputs(self) -> dict[str, np.ndarray]:
-        """Per-sample columns by dataset index: given (and clean) label, the final model's prediction, its
-        probability of the given label and loss, then whatever the method adds."""
-        n = self.data.num_samples
-        given = self.data.noisy.labels
-        columns: dict[str, np.ndarray] = {"given_label": given}
-        if self.data.clean_labels is not None:
-            columns["clean_label"] = self.data.clean_labels
-            columns["is_noisy"] = self.data.noisy.is_noisy.astype(np.int64)
-        logits = self.predict_split(self.data.train)["main"]
-        rows = torch.from_numpy(self.data.train.indices)
-        probs = F.softmax(logits, dim=1)
-        given_t = torch.from_numpy(given)[rows]
-        predicted = np.full(n, -1, dtype=np.int64)
-        p_given = np.full(n, np.nan, dtype=np.float32)
-        loss = np.full(n, np.nan, dtype=np.float32)
-        predicted[rows] = probs.argmax(1).numpy()
-        p_given[rows] = probs.gather(1, given_t[:, None])[:, 0].numpy()
-        loss[rows] = F.cross_entropy(logits, given_t, reduction="none").numpy()
-        columns.update({"predicted_label": predicted, "p_given": p_given, "loss": loss})
-        for name, values in self.method.sample_outputs().items():
-            columns[name] = np.asarray(values)
-        self.detector = self.config.method
-        if "flagged" not in columns:
-            # methods without a detector of their own: DivideMix's 2-component GMM on the final loss
-            issues = find_label_issues(given[rows.numpy()], scores=p_given[rows.numpy()], method="gmm",
-                                       seed=self.config.seed)
-            columns["noise_score"] = np.full(n, np.nan, dtype=np.float32)
-            columns["noise_score"][rows] = issues.noise_score
-            columns["flagged"] = np.full(n, -1, dtype=np.int64)
-            columns["flagged"][rows] = issues.is_label_issue
-            self.detector = "gmm_on_final_loss"
-        return columns
 
-    def _detection(self, columns: dict[str, np.ndarray]) -> dict | None:
-        """Precision, recall, F1, AUROC, AUPRC of the run's flags on the training samples, when the truth is
-        known (BKD Eqs. 10-12)."""
-        if "is_noisy" not in columns:
-            return None
-        rows = self.data.train.indices
-        metrics = detection_metrics(columns["is_noisy"][rows].astype(bool), columns["flagged"][rows] == 1,
-                                    columns["noise_score"][rows])
-        return {"detector": self.detector, **metrics}
-
-    def _log_epoch(self, row: dict) -> None:
-        parts = [f"epoch {row['epoch']:>3}/{self.config.optim.epochs}", f"loss {row['train_loss']:.4f}",
-                 f"train(noisy) {row['train_acc_noisy']:.4f}"]
-        if row.get("train_acc_clean") is not None:
-            parts.append(f"train(clean) {row['train_acc_clean']:.4f}")
-        if row.get("val_acc") is not None:
-            parts.append(f"val {row['val_acc']:.4f}")
-        if row.get("test_acc") is not None:
-            parts.append(f"test {row['test_acc']:.4f}")
-        parts.append(f"{row['img_per_s']:.0f} img/s")
-        self.log("  ".join(parts))
+def _check_resumable(state: dict, path: Path) -> None:
+    """A checkpoint to resume from holds a whole training state of the current layout."""
+    if "optimizer" not in state or "rng" not in state:
+        raise CheckpointError(f"{path}: holds the weights only (best.pt is for `noisykd eval --best`); resume from "
+                              f"{path.with_name('last.pt')}")
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: checkpoint format {state.get('format')} was written by an earlier noisykd; "
+                              f"resume it with that version, or start the run again (`noisykd eval` still reads it)")
 
 
-class _ProgressBar:
-    """A rich progress bar with live loss/accuracy/throughput on a terminal; nothing otherwise."""
+def _method_metrics(reduced: dict) -> dict[str, float]:
+    """What ``on_epoch_end`` receives: the epoch's mean loss and the method's own metrics, by name."""
+    return {"loss": reduced["loss"], **{k: v for k, v in reduced.items() if k not in ENGINE_METRICS}}
 
-    REFRESH_S = 0.5
 
-    def __init__(self, enabled: bool, total: int, description: str):
-        self.enabled = enabled
-        self.last = 0.0
-        if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+def _epoch_row(epoch: int, lr: float, reduced: dict) -> dict:
+    """The training part of an epoch's row of metrics.csv (the method's metrics as ``train_NAME``)."""
+    row = {"epoch": epoch + 1, "lr": lr, "train_loss": reduced["loss"], "train_acc_noisy": reduced["acc_noisy"],
+           "train_acc_clean": reduced["acc_clean"], "train_fit_wrong_labels": reduced["fit_wrong_labels"]}
+    row.update({f"train_{k}": v for k, v in _method_metrics(reduced).items() if k != "loss"})
+    return row
 
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TimeRemainingColumn(), TextColumn("{task.fields[stats]}"), transient=True)
-            self.progress.start()
-            self.task = self.progress.add_task(description, total=total, stats="")
 
-    def advance(self, stats: Callable[[], dict]) -> None:
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        fields = {}
-        if now - self.last > self.REFRESH_S:  # reading the stats synchronises the device: not every step
-            self.last = now
-            fields["stats"] = "  ".join(f"{k} {v:.3g}" for k, v in stats().items())
-        self.progress.update(self.task, advance=1, **fields)
-
-    def close(self) -> None:
-        if self.enabled:
-            self.progress.stop()
+def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return (logits.argmax(1) == labels).float().mean().item()
 
 
 def train(config: RunConfig, model: nn.Module | None = None, resume: bool | str | Path = False, **kwargs) -> RunResult:

@@ -17,6 +17,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from ..errors import ConfigError, DataError
+
 from .robust import check_labels, check_logits, reduce_loss
 
 __all__ = [
@@ -36,7 +38,7 @@ _WEIGHT_TOL = 1e-6  # weights are floats typed by people: (0.1, 0.45, 0.45) must
 def _check_distribution(t: torch.Tensor, name: str) -> None:
     if not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.dim() != 2:
         got = f"{t.dtype} {tuple(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
-        raise ValueError(f"{name} must be a float tensor of probabilities with shape (B, C), got {got}")
+        raise DataError(f"{name} must be a float tensor of probabilities with shape (B, C), got {got}")
 
 
 def _plogp_ratio(p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
@@ -59,7 +61,7 @@ def kl_divergence(
     _check_distribution(p, "p")
     _check_distribution(q, "q")
     if p.shape != q.shape:
-        raise ValueError(f"p and q must have the same shape, got {tuple(p.shape)} and {tuple(q.shape)}")
+        raise DataError(f"p and q must have the same shape, got {tuple(p.shape)} and {tuple(q.shape)}")
     return reduce_loss(_plogp_ratio(p, q.clamp_min(eps).log()), reduction)
 
 
@@ -71,16 +73,16 @@ def gjs_scale(pi1: float) -> float:
     Examples: pi1 = 0.5 -> 2 / ln 2 = 2.885; pi1 = 0.2 -> 5.601.
     """
     if not 0.0 < pi1 < 1.0:
-        raise ValueError(f"the GJS scale needs 0 < pi1 < 1, got pi1 = {pi1}")
+        raise ConfigError(f"the GJS scale needs 0 < pi1 < 1, got pi1 = {pi1}")
     return -1.0 / ((1.0 - pi1) * math.log(1.0 - pi1))
 
 
 def _check_weights(weights: Sequence[float], n: int) -> list[float]:
     weights = [float(w) for w in weights]
     if len(weights) != n:
-        raise ValueError(f"need one weight per distribution: {n} distributions, {len(weights)} weights")
+        raise ConfigError(f"need one weight per distribution: {n} distributions, {len(weights)} weights")
     if any(w < 0 for w in weights) or abs(sum(weights) - 1.0) > _WEIGHT_TOL:
-        raise ValueError(f"weights must be non-negative and sum to 1, got {weights} (sum {sum(weights)})")
+        raise ConfigError(f"weights must be non-negative and sum to 1, got {weights} (sum {sum(weights)})")
     return weights
 
 
@@ -104,11 +106,11 @@ def generalized_jensen_shannon(
     """
     dists = list(dists)
     if len(dists) < 2:
-        raise ValueError(f"GJS needs at least 2 distributions, got {len(dists)}")
+        raise DataError(f"GJS needs at least 2 distributions, got {len(dists)}")
     for i, d in enumerate(dists):
         _check_distribution(d, f"dists[{i}]")
         if d.shape != dists[0].shape:
-            raise ValueError(f"dists[{i}] has shape {tuple(d.shape)}, dists[0] has {tuple(dists[0].shape)}")
+            raise DataError(f"dists[{i}] has shape {tuple(d.shape)}, dists[0] has {tuple(dists[0].shape)}")
     weights = _check_weights(weights, len(dists))
     factor = gjs_scale(weights[0]) if scale else 1.0
 
@@ -136,7 +138,7 @@ def target_distribution(labels: torch.Tensor, logits: torch.Tensor) -> torch.Ten
     if isinstance(labels, torch.Tensor) and labels.is_floating_point():
         _check_distribution(labels, "soft targets")
         if labels.shape != logits.shape:
-            raise ValueError(f"soft targets shape {tuple(labels.shape)} != logits shape {tuple(logits.shape)}")
+            raise DataError(f"soft targets shape {tuple(labels.shape)} != logits shape {tuple(logits.shape)}")
         return labels.to(logits.dtype)
     labels = check_labels(logits, labels)
     return F.one_hot(labels, logits.shape[1]).to(logits.dtype)
@@ -178,10 +180,10 @@ def gjs_loss(
     Values: NRD Table 5 "GJS (pi1)" with two views, and the NRD column for (pi1, pi2, pi3).
     """
     if isinstance(logits_views, torch.Tensor):
-        raise ValueError("gjs_loss takes a list of (B, C) logits, one per view; for a single view use js_loss")
+        raise DataError("gjs_loss takes a list of (B, C) logits, one per view; for a single view use js_loss")
     views = list(logits_views)
     if not views:
-        raise ValueError("gjs_loss needs at least one view")
+        raise DataError("gjs_loss needs at least one view")
     for i, v in enumerate(views):
         check_logits(v, f"logits_views[{i}]")
     target = target_distribution(labels, views[0])

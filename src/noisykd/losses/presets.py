@@ -27,6 +27,7 @@ from typing import Callable
 import torch
 
 from ..errors import ConfigError
+from ..registry import Registry
 from .divergence import gjs_loss, js_loss
 from .robust import (
     bootstrapping_hard,
@@ -55,7 +56,7 @@ __all__ = [
 
 # Every loss is called as fn(logits, labels, **hyperparameters); for js/gjs/nrd ``logits`` is what the
 # function takes (one (B, C) tensor for js, a list of views for gjs and nrd).
-LOSSES: dict[str, Callable[..., torch.Tensor]] = {
+_LOSS_FUNCTIONS: dict[str, Callable[..., torch.Tensor]] = {
     "ce": cross_entropy,
     "soft_ce": soft_cross_entropy,
     "ls": label_smoothing,
@@ -72,6 +73,10 @@ LOSSES: dict[str, Callable[..., torch.Tensor]] = {
     # NRD's loss is GJS over (onehot(y), student view, EMA-teacher view); the caller detaches the teacher.
     "nrd": gjs_loss,
 }
+#: Loss functions by name (read like a dict); ``get_loss`` binds one to its hyperparameters.
+LOSSES: Registry[Callable[..., torch.Tensor]] = Registry("loss")
+for _name, _fn in _LOSS_FUNCTIONS.items():
+    LOSSES.register(_name, _fn)
 
 # Names used in the papers' tables.
 ALIASES = {"bs": "boot", "boot_soft": "boot", "nce+rce": "nce_rce", "label_smoothing": "ls"}
@@ -255,7 +260,7 @@ def _resolve(name: str) -> tuple[str, str]:
     head, sep, variant = name.strip().lower().partition("/")
     loss = ALIASES.get(head, head)
     if loss not in LOSSES:
-        raise ConfigError(f"unknown loss {name!r}; known losses: {', '.join(sorted(LOSSES))}")
+        raise ConfigError(LOSSES.unknown(name))
     preset = loss + sep + variant
     if preset not in LOSS_PRESETS and sep:
         known = ", ".join(list_presets(loss))

@@ -16,6 +16,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..errors import ConfigError, DataError
+
 REDUCTIONS = ("mean", "sum", "none")
 
 __all__ = [
@@ -46,16 +48,16 @@ def reduce_loss(values: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         return values.sum()
     if reduction == "none":
         return values
-    raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    raise ConfigError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
 
 
 def check_logits(logits: torch.Tensor, name: str = "logits") -> None:
-    """Raise ValueError unless ``logits`` is a floating (B, C) tensor with C >= 2."""
+    """Raise DataError (a ValueError) unless ``logits`` is a floating (B, C) tensor with C >= 2."""
     if not isinstance(logits, torch.Tensor) or not logits.is_floating_point() or logits.dim() != 2:
         got = f"{logits.dtype} {tuple(logits.shape)}" if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise ValueError(f"{name} must be a float tensor of shape (B, C), got {got}")
+        raise DataError(f"{name} must be a float tensor of shape (B, C), got {got}")
     if logits.shape[1] < 2:
-        raise ValueError(f"{name} must have at least 2 classes, got shape {tuple(logits.shape)}")
+        raise DataError(f"{name} must have at least 2 classes, got shape {tuple(logits.shape)}")
 
 
 def check_labels(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -66,12 +68,12 @@ def check_labels(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     check_logits(logits)
     if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.is_complex():
         got = labels.dtype if isinstance(labels, torch.Tensor) else type(labels).__name__
-        raise ValueError(
+        raise DataError(
             f"labels must be an integer tensor of class indices (B,), got {got}; "
             "for soft targets (B, C) use soft_cross_entropy"
         )
     if labels.dim() != 1 or labels.shape[0] != logits.shape[0]:
-        raise ValueError(f"labels must have shape ({logits.shape[0]},) to match logits, got {tuple(labels.shape)}")
+        raise DataError(f"labels must have shape ({logits.shape[0]},) to match logits, got {tuple(labels.shape)}")
     return labels.long()
 
 
@@ -92,7 +94,7 @@ def _check_range(name: str, value: float, low: float, high: float, *, low_open=F
     ok_high = value < high if high_open else value <= high
     if not (ok_low and ok_high):
         lo, hi = "(" if low_open else "[", ")" if high_open else "]"
-        raise ValueError(f"{name} must be in {lo}{low}, {high}{hi}, got {value}")
+        raise ConfigError(f"{name} must be in {lo}{low}, {high}{hi}, got {value}")
 
 
 # --- cross-entropy ---------------------------------------------------------------------------------------------
@@ -118,7 +120,7 @@ def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor, reducti
     check_logits(logits)
     check_logits(target_probs, "target_probs")
     if target_probs.shape != logits.shape:
-        raise ValueError(f"target_probs shape {tuple(target_probs.shape)} != logits shape {tuple(logits.shape)}")
+        raise DataError(f"target_probs shape {tuple(target_probs.shape)} != logits shape {tuple(logits.shape)}")
     log_p = F.log_softmax(logits, dim=1)
     return reduce_loss(-(target_probs * log_p).sum(dim=1), reduction)
 
@@ -233,7 +235,7 @@ def reverse_cross_entropy(
     Shapes: logits (B, C), labels (B,).
     """
     if not log_clamp < 0:
-        raise ValueError(f"log_clamp (A, the value used for ln 0) must be negative, got {log_clamp}")
+        raise ConfigError(f"log_clamp (A, the value used for ln 0) must be negative, got {log_clamp}")
     _, log_p_y = _log_probs_and_label(logits, labels)
     return reduce_loss(-log_clamp * (1.0 - log_p_y.exp()), reduction)
 

@@ -6,8 +6,9 @@ Registered: ``preact_resnet18`` (DivideMix/BKD), ``preact_resnet34_gjs`` (GJS/NR
 and ``feature_dim``; :func:`wrap_module` adapts any other ``nn.Module``.
 """
 
+from .ema import ema_update
 from .registry import (
-    ClassifierNet, WrappedClassifier, count_parameters, create_model, image_hw_of, init_weights, list_models,
+    MODELS, ClassifierNet, WrappedClassifier, count_parameters, create_model, image_hw_of, init_weights, list_models,
     model_descriptions, register_model, wrap_module,
 )
 from .preact_resnet import PreActBlock, PreActResNet
@@ -15,7 +16,8 @@ from .resnet import BasicBlock, Bottleneck, ResNet
 from .small import MLP, SmallCNN
 
 __all__ = [
-    "ClassifierNet", "WrappedClassifier", "wrap_module", "register_model", "create_model", "list_models",
+    "ClassifierNet", "WrappedClassifier", "wrap_module", "register_model", "create_model", "list_models", "MODELS",
+    "ema_update",
     "model_descriptions", "count_parameters", "init_weights", "image_hw_of",
     "PreActBlock", "PreActResNet", "BasicBlock", "Bottleneck", "ResNet", "SmallCNN", "MLP",
 ]

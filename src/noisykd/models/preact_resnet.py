@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
 from .registry import ClassifierNet, init_weights, register_model
 
 __all__ = ["PreActBlock", "PreActResNet", "conv3x3", "scaled_widths", "preact_resnet18", "preact_resnet34_gjs"]
@@ -75,7 +76,7 @@ class PreActResNet(ClassifierNet):
                  stem_bn: bool = False, final_bn: bool = True, identity_from_preactivation: bool = False):
         super().__init__()
         if len(num_blocks) != len(widths) or not num_blocks:
-            raise ValueError(f"num_blocks {list(num_blocks)} and widths {list(widths)} must have the same length")
+            raise ConfigError(f"num_blocks {list(num_blocks)} and widths {list(widths)} must have the same length")
         self.stem = conv3x3(in_channels, widths[0])
         self.stem_bn = nn.BatchNorm2d(widths[0]) if stem_bn else None
         stages = []
@@ -114,7 +115,7 @@ class PreActResNet(ClassifierNet):
 def scaled_widths(widths: Sequence[int], width: float) -> list[int]:
     """Channel counts multiplied by ``width`` and rounded (at least 1 each)."""
     if not width > 0:
-        raise ValueError(f"width must be > 0, got {width}")
+        raise ConfigError(f"width must be > 0, got {width}")
     return [max(1, int(round(w * width))) for w in widths]
 
 

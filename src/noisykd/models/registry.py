@@ -18,16 +18,16 @@ Any ``torch.nn.Module`` that maps images to logits can be used through the Pytho
 from __future__ import annotations
 
 import fnmatch
-import inspect
 from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..registry import Registry
 
 __all__ = [
-    "ClassifierNet", "WrappedClassifier", "wrap_module", "register_model", "create_model", "list_models",
+    "ClassifierNet", "WrappedClassifier", "wrap_module", "register_model", "MODELS", "create_model", "list_models",
     "model_descriptions", "count_parameters", "init_weights",
 ]
 
@@ -56,8 +56,13 @@ class ClassifierNet(nn.Module):
         """Logits (B, num_classes) from penultimate features (B, feature_dim)."""
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (B, num_classes) of images x (B, C_in, H, W)."""
+    def forward(self, x: torch.Tensor, with_features: bool = False):
+        """Logits (B, num_classes) of images x (B, C_in, H, W); with ``with_features``, (logits, features).
+
+        Features go through ``forward`` too so that a wrapper that only intercepts ``forward`` (DDP, compile)
+        sees every call that needs gradients."""
+        if with_features:
+            return self.forward_with_features(x)
         return self.classify(self.features(x))
 
     def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -159,8 +164,8 @@ class WrappedClassifier(ClassifierNet):
     def classify(self, features: torch.Tensor) -> torch.Tensor:
         return features if self.mode == "logits" else self.head(features)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.module(x)
+    def forward(self, x: torch.Tensor, with_features: bool = False):
+        return self.forward_with_features(x) if with_features else self.module(x)
 
 
 def wrap_module(module: nn.Module, feature_dim: int | None = None, *, features: str = "auto",
@@ -207,7 +212,16 @@ def wrap_module(module: nn.Module, feature_dim: int | None = None, *, features: 
 # ----------------------------------------------------------------------------------------------------------
 
 ModelBuilder = Callable[..., ClassifierNet]
-_MODELS: dict[str, ModelBuilder] = {}
+
+
+def _ensure_builtin_models() -> None:
+    # Imported lazily so that registry.py has no import cycle with the network modules.
+    from . import preact_resnet, resnet, small  # noqa: F401
+
+
+#: Network builders by name; ``create_model`` is the way to call them.
+MODELS: Registry[ModelBuilder] = Registry("model", builtins=_ensure_builtin_models,
+                                          context_params=("num_classes", "in_channels", "image_size"))
 
 
 def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
@@ -218,27 +232,18 @@ def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
 
     The builder's docstring's first line is its description in :func:`model_descriptions`.
     """
-
-    def wrap(builder: ModelBuilder) -> ModelBuilder:
-        if name in _MODELS and _MODELS[name] is not builder:
-            raise ConfigError(f"model {name!r} is already registered")
-        _MODELS[name] = builder
-        return builder
-
-    return wrap
+    return MODELS.register(name)
 
 
 def list_models(pattern: str | None = None) -> list[str]:
     """Sorted names of the registered models, optionally filtered by a shell pattern (``"*resnet*"``)."""
-    _ensure_builtin_models()
-    names = sorted(_MODELS)
+    names = MODELS.names()
     return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
 
 
 def model_descriptions() -> dict[str, str]:
     """Registered model names and the first line of their builder's docstring."""
-    _ensure_builtin_models()
-    return {n: (inspect.getdoc(_MODELS[n]) or "").split("\n")[0] for n in sorted(_MODELS)}
+    return {n: MODELS.describe(n).summary for n in MODELS.names()}
 
 
 def create_model(name: str, num_classes: int, in_channels: int = 3, image_size: int | Sequence[int] = 32,
@@ -254,23 +259,29 @@ def create_model(name: str, num_classes: int, in_channels: int = 3, image_size: 
     ``create_model(**model.model_config)`` rebuilds it. Raises :class:`~noisykd.errors.ConfigError` (a
     ``ValueError``) for an unknown name or option.
     """
-    _ensure_builtin_models()
-    if name not in _MODELS:
-        raise ConfigError(f"unknown model {name!r}; known models: {', '.join(sorted(_MODELS))}")
+    builder = MODELS[name]
     _check_positive_int("num_classes", num_classes)
     _check_positive_int("in_channels", in_channels)
     image_hw = image_hw_of(image_size)
-    builder = _MODELS[name]
-    options = [p for p in inspect.signature(builder).parameters
-               if p not in ("num_classes", "in_channels", "image_size")]
-    unknown = sorted(set(kwargs) - set(options))
-    if unknown:
-        raise ConfigError(f"model {name!r} has no option {', '.join(unknown)}; its options: "
-                          f"{', '.join(options) or 'none'}")
-    model = builder(num_classes=num_classes, in_channels=in_channels, image_size=image_hw, **kwargs)
+    check_model_options(name, kwargs)
+    try:
+        model = builder(num_classes=num_classes, in_channels=in_channels, image_size=image_hw, **kwargs)
+    except (ValueError, TypeError) as exc:  # one error dialect: a bad option value is a config error
+        shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "default options"
+        raise ConfigError(f"model {name!r} ({shown}): {exc}") from None
     model.model_config = dict(name=name, num_classes=num_classes, in_channels=in_channels,
                               image_size=image_size, **kwargs)
     return model
+
+
+def check_model_options(name: str, options: dict) -> None:
+    """ConfigError for an unknown model or option name, before anything is built (option values are checked
+    when the model is built)."""
+    accepted = MODELS.describe(name).options
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ConfigError(f"model {name!r} has no option {', '.join(unknown)}; its options: "
+                          f"{', '.join(accepted) or 'none'}")
 
 
 def image_hw_of(image_size: int | Sequence[int]) -> tuple[int, int]:
@@ -289,8 +300,3 @@ def image_hw_of(image_size: int | Sequence[int]) -> tuple[int, int]:
 def _check_positive_int(field: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{field} must be a positive int, got {value!r}")
-
-
-def _ensure_builtin_models() -> None:
-    # Imported lazily so that registry.py has no import cycle with the network modules.
-    from . import preact_resnet, resnet, small  # noqa: F401

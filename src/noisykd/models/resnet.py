@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
 from .preact_resnet import scaled_widths, conv3x3
 from .registry import ClassifierNet, init_weights, register_model
 
@@ -85,7 +86,7 @@ class ResNet(ClassifierNet):
                  widths: Sequence[int], num_classes: int, in_channels: int = 3):
         super().__init__()
         if len(num_blocks) != len(widths) or not num_blocks:
-            raise ValueError(f"num_blocks {list(num_blocks)} and widths {list(widths)} must have the same length")
+            raise ConfigError(f"num_blocks {list(num_blocks)} and widths {list(widths)} must have the same length")
         self.stem = nn.Sequential(conv3x3(in_channels, widths[0]), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
         stages = []
         channels = widths[0]

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError, DataError
 from .preact_resnet import scaled_widths
 from .registry import ClassifierNet, image_hw_of, init_weights, register_model
 
@@ -41,7 +42,7 @@ class SmallCNN(ClassifierNet):
                  dropout: float = 0.0):
         super().__init__()
         if not channels or convs_per_stage < 1:
-            raise ValueError("small_cnn needs at least one stage and one conv per stage")
+            raise ConfigError("small_cnn needs at least one stage and one conv per stage")
         side = min(image_hw_of(image_size))
         stages, self.pooled_after = [], []
         c_in = in_channels
@@ -103,7 +104,7 @@ class MLP(ClassifierNet):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         if tuple(x.shape[1:]) != self.input_shape:
-            raise ValueError(f"mlp was built for inputs (B, {', '.join(map(str, self.input_shape))}), "
+            raise DataError(f"mlp was built for inputs (B, {', '.join(map(str, self.input_shape))}), "
                              f"got {tuple(x.shape)}")
         return self.hidden(torch.flatten(x, 1))
 

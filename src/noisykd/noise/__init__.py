@@ -16,6 +16,7 @@ from .synthetic import (
     CIFAR100_COARSE_LABELS,
     CIFAR100_GROUPINGS,
     CIFAR100_SUPERCLASSES,
+    NOISE_KINDS,
     NOISE_SPECS,
     SYMMETRIC_CONVENTIONS,
     asymmetric_cifar10,
@@ -33,7 +34,7 @@ from .synthetic import (
 __all__ = [
     "NoisyLabels", "FILE_FORMAT",
     "symmetric", "asymmetric_cifar10", "asymmetric_cifar100", "pair_flip", "instance_dependent", "no_noise",
-    "from_labelset", "make_noise", "NOISE_SPECS", "SYMMETRIC_CONVENTIONS",
+    "from_labelset", "make_noise", "NOISE_SPECS", "NOISE_KINDS", "SYMMETRIC_CONVENTIONS",
     "CIFAR10_ASYM_MAP", "CIFAR100_SUPERCLASSES", "CIFAR100_COARSE_LABELS", "CIFAR100_GROUPINGS",
     "cifar10_asym_targets", "cifar100_asym_targets",
     "open_set", "fit_images",

@@ -26,6 +26,7 @@ from scipy import stats
 
 from ..data.registry import LabelSet
 from ..errors import DataError
+from ..registry import Registry
 from .labels import NoisyLabels, _as_int64, check_clean_labels, check_rate, check_seed
 
 SYMMETRIC_CONVENTIONS = ("other", "all")
@@ -242,14 +243,50 @@ def from_labelset(labelset: LabelSet, num_classes: int | None = None) -> NoisyLa
 # ---- CLI specs ------------------------------------------------------------------------------------------
 
 #: Spec forms accepted by :func:`make_noise`, for CLI help.
-NOISE_SPECS = {
-    "none": "clean labels",
-    "sym:R": "symmetric, new label among the other classes",
-    "sym-all:R": "symmetric, new label among all classes (may stay the same; GJS/NRD)",
-    "asym:R": "CIFAR-10 (C=10) or CIFAR-100 (C=100) asymmetric map",
-    "pairflip:R": "class c -> c+1 mod C",
-    "instance:R": "instance-dependent (Xia et al. 2020); needs features",
-}
+def _symmetric_other(clean, num_classes, rate, seed, *, features=None, **options) -> NoisyLabels:
+    """symmetric: with probability R a label becomes one of the *other* classes (CMD, MODUL)."""
+    return symmetric(clean, num_classes, rate, seed, convention="other", **options)
+
+
+def _symmetric_all(clean, num_classes, rate, seed, *, features=None, **options) -> NoisyLabels:
+    """symmetric over all classes, the label possibly staying the same (GJS/NRD; realised rate R(C-1)/C)."""
+    return symmetric(clean, num_classes, rate, seed, convention="all", **options)
+
+
+def _asymmetric(clean, num_classes, rate, seed, *, features=None, **options) -> NoisyLabels:
+    """asymmetric: CIFAR-10 truck->automobile, bird->airplane, cat<->dog, deer->horse; CIFAR-100 next in superclass.
+
+    The map is chosen by the number of classes (10 or 100); other data sets have none.
+    """
+    if num_classes == 10:
+        return asymmetric_cifar10(clean, num_classes, rate, seed, **options)
+    if num_classes == 100:
+        return asymmetric_cifar100(clean, num_classes, rate, seed, **options)
+    raise DataError(f"asymmetric maps exist for CIFAR-10 (10 classes) and CIFAR-100 (100 classes), not for "
+                    f"{num_classes} classes; try pairflip:{rate}")
+
+
+def _pair_flip(clean, num_classes, rate, seed, *, features=None, **options) -> NoisyLabels:
+    """pair-flip: class c -> c+1 mod C with probability R."""
+    return pair_flip(clean, num_classes, rate, seed, **options)
+
+
+def _instance(clean, num_classes, rate, seed, *, features=None, **options) -> NoisyLabels:
+    """instance-dependent (Xia et al. 2020, part-dependent generator); needs the images as features."""
+    if features is None:
+        raise DataError("instance-dependent noise needs features (e.g. the training images, N x H x W x C)")
+    return instance_dependent(clean, num_classes, rate, seed, features=features, **options)
+
+
+#: Synthetic noise kinds (the part of a noise spec before ':'); each entry's metadata holds its usage.
+NOISE_KINDS: Registry = Registry("noise kind", error=DataError)
+for _kind, _fn in (("sym", _symmetric_other), ("sym-all", _symmetric_all), ("asym", _asymmetric),
+                   ("pairflip", _pair_flip), ("instance", _instance)):
+    NOISE_KINDS.register(_kind, _fn, usage=f"{_kind}:R")
+
+#: Every noise spec form and what it does (``noisykd data kinds``, error messages).
+NOISE_SPECS = {"none": "clean labels",
+               **{NOISE_KINDS.meta(k)["usage"]: NOISE_KINDS.describe(k).summary for k in NOISE_KINDS.names()}}
 
 
 def make_noise(spec: str, clean: np.ndarray, num_classes: int, seed: int, *,
@@ -269,33 +306,18 @@ def make_noise(spec: str, clean: np.ndarray, num_classes: int, seed: int, *,
         noisy = no_noise(clean, num_classes)
         return dataclasses.replace(noisy, params={**noisy.params, "spec": text})
     kind, sep, arg = text.partition(":")
-    forms = ", ".join(NOISE_SPECS)
-    if not sep or kind not in {"sym", "sym-all", "asym", "pairflip", "instance"}:
-        raise DataError(f"unknown noise spec {spec!r}: expected one of {forms}")
+    if kind not in NOISE_KINDS or not sep:
+        raise DataError(f"unknown noise spec {spec!r}: expected one of {', '.join(NOISE_SPECS)} "
+                        f"(R a fraction in [0, 1])")
     try:
-        rate = float(arg)
-    except ValueError:
-        raise DataError(f"noise spec {spec!r}: the rate {arg!r} is not a number (expected e.g. {kind}:0.4)") from None
+        rate = check_rate(float(arg))
+    except ValueError as exc:  # float() of a non-number, or DataError (a ValueError) for a rate out of range
+        detail = exc if isinstance(exc, DataError) else f"the rate {arg!r} is not a number (expected e.g. {kind}:0.4)"
+        raise DataError(f"noise spec {spec!r}: {detail}") from None
     try:
-        rate = check_rate(rate)
+        noisy = NOISE_KINDS[kind](clean, num_classes, rate, seed, features=features, **options)
     except DataError as exc:
         raise DataError(f"noise spec {spec!r}: {exc}") from None
-    if kind in ("sym", "sym-all"):
-        noisy = symmetric(clean, num_classes, rate, seed, convention="other" if kind == "sym" else "all", **options)
-    elif kind == "asym":
-        if num_classes == 10:
-            noisy = asymmetric_cifar10(clean, num_classes, rate, seed, **options)
-        elif num_classes == 100:
-            noisy = asymmetric_cifar100(clean, num_classes, rate, seed, **options)
-        else:
-            raise DataError(f"noise spec {spec!r}: asymmetric maps exist for CIFAR-10 (10 classes) and CIFAR-100 "
-                            f"(100 classes), not for {num_classes} classes; try pairflip:{arg}")
-    elif kind == "pairflip":
-        noisy = pair_flip(clean, num_classes, rate, seed, **options)
-    else:
-        if features is None:
-            raise DataError(f"noise spec {spec!r} needs features (e.g. the training images, N x H x W x C)")
-        noisy = instance_dependent(clean, num_classes, rate, seed, features=features, **options)
     return dataclasses.replace(noisy, params={**noisy.params, "spec": text})
 
 

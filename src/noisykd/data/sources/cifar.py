@@ -17,6 +17,7 @@ import numpy as np
 from ...errors import DataError
 from ...safe_pickle import load_pickle
 from ..base import ImageDataset, make_split, validate_labels
+from ..normalization import CIFAR10_NORMALIZATION, CIFAR100_NORMALIZATION
 from ..registry import register_dataset
 
 CIFAR_SIDE = 32
@@ -151,7 +152,8 @@ def load_cifar10(root: str = "") -> ImageDataset:
     x_test, y_test = _read_split(folder, CIFAR10_TEST_FILES, all_files, "CIFAR-10", keys)
     train = make_split(x_train, y_train["labels"], len(classes), source=f"{folder} (train)")
     test = make_split(x_test, y_test["labels"], len(classes), source=f"{folder} (test)")
-    return ImageDataset("cifar10", classes, train, test, meta={"root": str(folder)})
+    return ImageDataset("cifar10", classes, train, test, meta={"root": str(folder)},
+                        normalization=CIFAR10_NORMALIZATION)
 
 
 CIFAR100_USAGE = "cifar100:ROOT (ROOT holds cifar-100-python/ or is that folder)"
@@ -180,4 +182,4 @@ def load_cifar100(root: str = "") -> ImageDataset:
         "train_coarse_labels": y_train["coarse_labels"],
         "test_coarse_labels": y_test["coarse_labels"],
     }
-    return ImageDataset("cifar100", classes, train, test, meta=meta)
+    return ImageDataset("cifar100", classes, train, test, meta=meta, normalization=CIFAR100_NORMALIZATION)

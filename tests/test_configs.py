@@ -1,0 +1,44 @@
+"""The shipped run configs (configs/): each loads and validates, says what it is, and gives every value a source."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from noisykd.config import CONFIGS_DIR, find_config, load_config, shipped_configs
+from noisykd.errors import ConfigError
+
+LEAF = re.compile(r"^\s*[A-Za-z_]+:\s*\S")  # "key: value" (not a section header "key:")
+
+
+def test_the_shipped_configs_are_found_through_the_package():
+    assert {"digits/sym40", "cifar10n/small-cnn-subset", "bkd/cifar10n-worst"} <= set(shipped_configs())
+    assert (CONFIGS_DIR / "digits" / "sym40.yaml").is_file()
+
+
+@pytest.mark.parametrize("name", shipped_configs())
+def test_every_shipped_config_validates_and_sources_every_value(name, monkeypatch):
+    monkeypatch.setenv("NOISYKD_CIFAR10", "/data/cifar10")
+    monkeypatch.setenv("NOISYKD_CIFAR_N", "/data/cifar-n")
+    cfg = load_config(name)  # validates everything, method_args and the model's options included
+    assert "${" not in cfg.data.spec and "${" not in (cfg.data.labels or "")
+    lines = find_config(name).read_text().splitlines()
+    assert lines[0].startswith("# ") and len(lines[0]) > 20, "a one-line title first (noisykd configs shows it)"
+    unsourced = [line for line in lines if LEAF.match(line) and "#" not in line]
+    assert unsourced == [], f"values without a source comment: {unsourced}"
+
+
+def test_environment_variables_in_configs(monkeypatch):
+    monkeypatch.delenv("NOISYKD_CIFAR10", raising=False)
+    with pytest.raises(ConfigError, match=r"data.spec: 'cifar10:\$\{NOISYKD_CIFAR10\}' uses \$\{NOISYKD_CIFAR10\}, "
+                                          r"but the environment variable NOISYKD_CIFAR10 is not set"):
+        load_config("bkd/cifar10n-worst")
+    # a value set on the command line needs no variable
+    cfg = load_config("bkd/cifar10n-worst", overrides=["data.spec=cifar10:/x", "data.labels=cifar10n:/y.pt:worst"])
+    assert cfg.data.spec == "cifar10:/x" and cfg.optim.milestones == [150]
+
+
+def test_unknown_config_names_the_shipped_ones():
+    with pytest.raises(ConfigError, match="no-such: config file not found .*digits/sym40"):
+        load_config("no-such")
