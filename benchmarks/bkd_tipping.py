@@ -28,23 +28,22 @@ import argparse
 import csv
 import statistics
 import sys
+import json
 import tempfile
-import time
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bkd_vs_ce import add_preset_arguments, preset_config, results_header, write_results  # noqa: E402  (the presets are shared with the BKD-vs-CE benchmark)
+from bkd_vs_ce import (add_preset_arguments, preset_config, results_header, say_seed,  # noqa: E402  (presets shared
+                       write_results)                                                # with the BKD-vs-CE benchmark)
 
-from noisykd.config import load_config  # noqa: E402
-from noisykd.engine import Trainer  # noqa: E402
+from noisykd.reproduce import SeedRun, Setting, run_seeds  # noqa: E402
 
 
-def diagnostic_config(args, label_set: str | None, seed: int, out_dir: Path) -> dict:
-    cfg = preset_config(args, "bkd", label_set, seed, out_dir)
+def diagnostic_config(args, label_set: str | None, out_dir: Path) -> dict:
+    cfg = preset_config(args, "bkd", label_set, out_dir)
     cfg["method_args"]["robust_stage"] = False
     cfg["optim"]["schedule"] = "constant"
     cfg["optim"].pop("milestones", None)
@@ -66,13 +65,13 @@ def _at_or_before(points: list[tuple[int, float]], epoch: int) -> tuple[int, flo
     return earlier[-1] if earlier else None
 
 
-def run_one(cfg: dict) -> dict:
-    start = time.perf_counter()
-    result = Trainer(load_config(base=cfg), progress=False).run()
-    s, history = result.summary, result.history
-    with open(Path(result.out_dir) / "bkd_split_quality.csv") as f:
+def analyse(run: SeedRun) -> dict:
+    """The Fig. 3 series and the table's numbers of one seed's run folder."""
+    s = run.summary
+    history = [json.loads(line) for line in (run.out_dir / "metrics.jsonl").read_text().splitlines()]
+    with open(run.out_dir / "bkd_split_quality.csv") as f:
         quality = [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
-    samples = np.load(Path(result.out_dir) / "samples.npz")
+    samples = np.load(run.out_dir / "samples.npz")
     rows = samples["in_train"] == 1                                  # training samples (not validation)
     wrong = samples["is_noisy"].astype(bool) & rows
     teacher_on_wrong = np.nanmean(samples["p_teacher_history"][wrong].astype(np.float64), axis=0).tolist()
@@ -100,7 +99,7 @@ def run_one(cfg: dict) -> dict:
                    "teacher_p_wrong_label": teacher_on_wrong,
                    "split_f1": [r["f1"] for r in quality], "split_precision": [r["precision"] for r in quality],
                    "split_recall": [r["recall"] for r in quality]},
-        "seconds": time.perf_counter() - start,
+        "seconds": run.seconds,
     }
 
 
@@ -187,15 +186,14 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         for label_set in label_sets:
-            for seed in args.seeds:
-                cfg = diagnostic_config(args, label_set, seed, Path(tmp) / f"{label_set}-{seed}")
-                results.update(epochs=cfg["optim"]["epochs"], lr=cfg["optim"]["lr"], augment=cfg["augment"]["policy"])
-                print(f"[{datetime.now():%H:%M:%S}] {label_set} seed {seed} ...", file=sys.stderr, flush=True)
-                r = run_one(cfg)
+            cfg = diagnostic_config(args, label_set, Path(tmp))
+            results.update(epochs=cfg["optim"]["epochs"], lr=cfg["optim"]["lr"], augment=cfg["augment"]["policy"])
+            for run in run_seeds(Setting(f"{label_set}/bkd", cfg), args.seeds, tmp, on_seed=say_seed):
+                r = analyse(run)
                 print(f"    tipping {r['tipping_epoch']} split F1 {r['split_f1_at_tipping']} best "
                       f"{r['best_split_f1']:.3f}@{r['best_split_epoch']} ({r['seconds']:.0f} s)", file=sys.stderr,
                       flush=True)
-                results["runs"].setdefault(label_set, []).append({"seed": seed, **r})
+                results["runs"].setdefault(label_set, []).append({"seed": run.seed, **r})
             figure = out.with_name(f"{out.name}-{label_set.replace(':', '')}.png")
             plot_fig3(results["runs"][label_set][0], figure, f"{args.preset} {label_set}, seed {args.seeds[0]}")
             results["figures"][label_set] = figure.name

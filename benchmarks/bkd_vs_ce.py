@@ -23,39 +23,39 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
 from noisykd.config import apply_overrides, load_config, read_config_file
+from noisykd.reproduce import SeedRun, Setting, fmt, parse_method_spec, run_seeds
+from noisykd.reproduce import mean_std as summary_mean_std
 from speed import cpu_model  # the CPU's model name (benchmarks/speed.py): float results depend on its kernels
-from noisykd.engine import Trainer
 
-# benchmark name -> (method, method_args)
-VARIANTS = {"ce": ("ce", {}), "gce": ("gce", {}), "bkd": ("bkd", {}),
-            "bkd_ref": ("bkd", {"reference_gradients": True})}  # the authors' code's gradients
+#: short names for method specs (any spec works: ``gce:q=0.5``, ``label=method:key=value,...``)
+ALIASES = {"bkd_ref": "bkd_ref=bkd:reference_gradients=true"}  # BKD with the authors' code's gradients
 
 
-def preset_config(args, name: str, label_set: str | None, seed: int, out_dir: Path) -> dict:
-    method, method_args = VARIANTS[name]
-    cfg = _preset(args, method, label_set, seed, out_dir)
+def preset_config(args, spec: str, label_set: str | None, out_dir: Path) -> dict:
+    """The resolved config (plain data) of one method spec on one label set of the preset."""
+    _, method, method_args = parse_method_spec(ALIASES.get(spec, spec))
+    cfg = _preset(args, method, label_set, out_dir)
     cfg["method_args"] = dict(method_args)
     if getattr(args, "augment", None) is not None:
         cfg["augment"] = {"policy": "none"} if args.augment == "none" else {**cfg["augment"], "policy": args.augment}
     if getattr(args, "model", None) is not None:
         cfg["model"] = {"name": args.model}
     apply_overrides(cfg, getattr(args, "set", None) or [])
-    return cfg
+    return load_config(base=cfg).to_dict()
 
 
 #: benchmark preset -> the shipped config it starts from (configs/, each value with its source)
 PRESET_CONFIGS = {"digits": "digits/sym40", "cifar10n": "cifar10n/small-cnn-subset"}
 
 
-def _preset(args, method: str, label_set: str | None, seed: int, out_dir: Path) -> dict:
-    updates: dict = {"method": method, "seed": seed, "device": args.device, "out_dir": str(out_dir), "optim": {}}
+def _preset(args, method: str, label_set: str | None, out_dir: Path) -> dict:
+    updates: dict = {"method": method, "device": args.device, "out_dir": str(out_dir), "optim": {}}
     if args.epochs:
         updates["optim"]["epochs"] = args.epochs
     if args.preset == "cifar10n":
@@ -67,30 +67,26 @@ def _preset(args, method: str, label_set: str | None, seed: int, out_dir: Path) 
     return load_config(PRESET_CONFIGS[args.preset], updates=updates).to_dict()
 
 
-def run_one(cfg: dict) -> dict:
-    start = time.perf_counter()
-    result = Trainer(load_config(base=cfg), progress=False).run()
-    s = result.summary
+def seed_record(run: SeedRun) -> dict:
+    """What the results JSON keeps of one seed's run."""
+    s = run.summary
     split = (s.get("method_summary") or {}).get("split") or {}
     return {
+        "seed": run.seed,
         "test_last": s["last"]["test_acc"],
         "test_best_noisy_val": (s.get("best_noisy_val") or {}).get("test_acc"),
         "test_best_oracle": s["best_test_oracle"]["test_acc"],
         "detection": {k: s["detection"][k] for k in ("detector", "f1", "precision", "recall", "auroc")},
         "noise_rate": s["noise"]["noise_rate"],
         "tipping": {k: split.get(k) for k in ("fitting_epoch", "fallback", "s", "mu1", "mu2")} if split else None,
-        "seconds": time.perf_counter() - start,
+        "seconds": run.seconds,
         "median_img_per_s": s["median_img_per_s"],
     }
 
 
 def mean_std(values: list[float]) -> str:
-    values = [v for v in values if v is not None]
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{100 * values[0]:.2f}"
-    return f"{100 * statistics.mean(values):.2f} ± {100 * statistics.stdev(values):.2f}"
+    """Fractions as ``mean ± std`` in % (the shared summary of noisykd compare)."""
+    return fmt(summary_mean_std([None if v is None else 100 * v for v in values]))
 
 
 def markdown(results: dict, args, command: str) -> str:
@@ -112,10 +108,10 @@ def markdown(results: dict, args, command: str) -> str:
                 f"{mean_std([x['precision'] for x in d])} | {mean_std([x['recall'] for x in d])} | "
                 f"{mean_std([x['auroc'] for x in d])} | {d[0]['detector']} | "
                 f"{statistics.mean(r['seconds'] for r in runs):.0f} |")
-        for variant in ("bkd", "bkd_ref"):
-            if variant not in by_method:
+        for variant, runs in by_method.items():
+            tips = [r["tipping"] for r in runs if r["tipping"]]
+            if not tips:
                 continue
-            tips = [r["tipping"] for r in by_method[variant] if r["tipping"]]
             lines += ["", f"{variant} fitting epochs: " + ", ".join(
                 f"{t['fitting_epoch']}{' (fallback)' if t['fallback'] else ''} (s {t['s']:.3f}, mu1 {t['mu1']:.3f}, "
                 f"mu2 {t['mu2']:.3f})" for t in tips)]
@@ -158,7 +154,8 @@ def results_header(args) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_preset_arguments(parser, seeds=[0, 1, 2], label_sets=["worst", "aggre"])
-    parser.add_argument("--methods", nargs="+", default=["ce", "bkd", "bkd_ref"], choices=sorted(VARIANTS))
+    parser.add_argument("--methods", nargs="+", default=["ce", "bkd", "bkd_ref"],
+                        help="method specs as for noisykd compare (ce, gce:q=0.5, bkd, bkd_ref, ...)")
     args = parser.parse_args()
     out = Path(args.out or f"benchmarks/results/bkd-vs-ce-{args.preset}")
     label_sets = ["sym:0.4"] if args.preset == "digits" else args.label_sets
@@ -166,18 +163,21 @@ def main() -> None:
     command = results["command"]
     with tempfile.TemporaryDirectory() as tmp:
         for label_set in label_sets:
-            for seed in args.seeds:
-                for method in args.methods:
-                    cfg = preset_config(args, method, label_set, seed, Path(tmp) / f"{label_set}-{method}-{seed}")
-                    results.update(epochs=cfg["optim"]["epochs"], model=cfg["model"]["name"],
-                                   augment=cfg["augment"]["policy"])
-                    print(f"[{datetime.now():%H:%M:%S}] {label_set} seed {seed} {method} ...", file=sys.stderr,
-                          flush=True)
-                    r = run_one(cfg)
-                    print(f"    last {r['test_last']:.4f} best {r['test_best_oracle']:.4f} "
-                          f"F1 {r['detection']['f1']:.4f} ({r['seconds']:.0f} s)", file=sys.stderr, flush=True)
-                    results["runs"].setdefault(label_set, {}).setdefault(method, []).append({"seed": seed, **r})
+            for spec in args.methods:
+                label = parse_method_spec(ALIASES.get(spec, spec))[0]
+                cfg = preset_config(args, spec, label_set, Path(tmp))
+                results.update(epochs=cfg["optim"]["epochs"], model=cfg["model"]["name"],
+                               augment=cfg["augment"]["policy"])
+                runs = run_seeds(Setting(f"{label_set}/{label}", cfg), args.seeds, tmp, on_seed=say_seed)
+                for r in runs:
+                    print(f"    seed {r.seed}: last {r.value('test_last'):.2f} oracle {r.value('test_oracle'):.2f} "
+                          f"F1 {r.value('f1'):.2f} ({r.seconds:.0f} s)", file=sys.stderr, flush=True)
+                results["runs"].setdefault(label_set, {})[label] = [seed_record(r) for r in runs]
     write_results(out, results, markdown(results, args, command))
+
+
+def say_seed(setting: Setting, seed: int, state: str) -> None:
+    print(f"[{datetime.now():%H:%M:%S}] {setting.name} seed {seed} ...", file=sys.stderr, flush=True)
 
 
 def write_results(out: Path, results: dict, text: str) -> None:

@@ -58,8 +58,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from noisykd.augment import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, AugmentPipeline, dataset_stats
-from noisykd.data import ImageDataset, ImageSplit, load_dataset
+from noisykd.augment import CIFAR10_MEAN, CIFAR10_STD, AugmentPipeline
+from noisykd.data import ImageDataset, ImageSplit, Normalization, load_dataset
 from noisykd.engine.feed import ImageFeed
 from noisykd.engine.setup import stratified_pick
 from noisykd.models import count_parameters, create_model
@@ -79,14 +79,9 @@ def make_data(args) -> tuple[ImageDataset, tuple[float, ...], tuple[float, ...]]
         train = source.train
         if args.n < len(train):
             train = train.subset(stratified_pick(train.labels, args.n, np.random.default_rng(0)))
-        dataset = ImageDataset(source.name, source.classes, train)
-        if source.name == "cifar10":
-            mean, std = CIFAR10_MEAN, CIFAR10_STD
-        elif source.name == "cifar100":
-            mean, std = CIFAR100_MEAN, CIFAR100_STD
-        else:
-            mean, std = dataset_stats(train.images)
-        return dataset, mean, std
+        dataset = ImageDataset(source.name, source.classes, train, normalization=source.normalization)
+        norm = source.normalization or Normalization.of_images(train.images)  # CIFAR's constants, else the images'
+        return dataset, norm.mean, norm.std
     rng = np.random.default_rng(0)
     s = args.image_size
     images = rng.integers(0, 256, (args.n, s, s, 3), dtype=np.uint8)
@@ -173,7 +168,7 @@ class Ours(_Pipeline):
 
     def _batches(self):
         order = torch.randperm(len(self.feed), generator=self.gen_shuffle)
-        for images, labels, _ in self.feed.batches(order, self.batch_size, drop_last=True):
+        for images, labels, _ in self.feed.batches(order, self.batch_size, fold_lone_last=True):
             yield self.pipe(images, self.gen_augment), labels
 
 

@@ -35,3 +35,38 @@ def test_bkd_vs_ce_benchmark_options(tmp_path):
     results = json.loads(out.with_suffix(".json").read_text())
     assert results["model"] == "mlp" and results["epochs"] == 2
     assert len(results["runs"]["sym:0.4"]["ce"]) == 1
+
+
+def test_gpu_check_smoke_runs_every_step(tmp_path):
+    """benchmarks/gpu_check.sh --smoke: the GPU check's plumbing on fake CIFAR files, on the CPU (as in CI)."""
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--smoke", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "gpu-check-cpu-smoke.json").read_text())
+    assert result["smoke"] and result["train_images"] == 300
+    assert {(r["method"], r["amp"]) for r in result["speed"]} == {("ce", "none"), ("ce", "bf16"), ("bkd", "none"),
+                                                                   ("bkd", "bf16")}
+    assert all(r["s_per_epoch"] > 0 for r in result["speed"]) and result["classic"]["s_per_epoch"] > 0
+    assert "aten::" in result["profile"]["table"] and result["detection"]["gmm_s"] > 0
+    assert set(result["shortened"]) == {"ce", "bkd", "bkd_ref"}
+    text = (tmp_path / "gpu-check-cpu-smoke.md").read_text()
+    assert "SMOKE" in text and "not the paper's setting" in text
+
+
+def test_speed_benchmark_runs(tmp_path):
+    out = tmp_path / "speed"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--n", "256", "--repeats", "1",
+                           "--workers", "0", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert result["ratios"]["train_ours_over_classic"] > 0
+
+
+def test_bkd_vs_ce_takes_any_method_spec(tmp_path):
+    out = tmp_path / "spec"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bkd_vs_ce.py"), "--preset", "digits",
+                           "--epochs", "1", "--seeds", "0", "--methods", "gce:q=0.5", "bkd_ref",
+                           "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = json.loads(out.with_suffix(".json").read_text())["runs"]["sym:0.4"]
+    assert set(runs) == {"gce:q=0.5", "bkd_ref"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -302,6 +303,134 @@ def detect_cmd(
 
         write_json({"detector": found.detector, "score_source": found.score_source, **m}, run / "detection.json")
     console.print(f"wrote {run / 'label_issues.csv'}")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# reproduce / compare
+
+@app.command("reproduce")
+@friendly_errors
+def reproduce_cmd(
+    ctx: typer.Context,
+    names: List[str] = typer.Argument(None, help="shipped configs to run, e.g. bkd/cifar10n-worst ce/cifar10n-worst"),
+    seeds: int = typer.Option(5, help="run seeds 0 .. N-1 of each setting"),
+    epochs_scale: float = typer.Option(1.0, help="shorten every schedule by this factor (marked: not the paper's)"),
+    smoke: bool = typer.Option(False, help="300 images, small_cnn, 2 epochs: checks the plumbing, not the number"),
+    data_root: Optional[Path] = typer.Option(None, help="folder with cifar-10-batches-py/ and CIFAR-10_human.pt "
+                                             "(sets NOISYKD_CIFAR10 and NOISYKD_CIFAR_N)"),
+    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, cuda:N (default: each config's)"),
+    overrides: List[str] = typer.Option([], "--set", "-s", help="config override for every setting: key=value"),
+    out: Path = typer.Option(Path("runs/reproduce"), "--out", "-o", help="runs go to OUT/NAME/seed-S"),
+    list_: bool = typer.Option(False, "--list", help="list the paper settings and their numbers, run nothing"),
+) -> None:
+    """Run paper settings over seeds and print ours next to the paper's numbers (OUT/reproduce.md, .json).
+    Finished seeds are reused and unfinished ones resumed, so the command can be run again."""
+    from .reproduce import Report, Setting, run_seeds
+
+    if list_:
+        _list_paper_settings()
+        return
+    if not names:
+        raise typer.BadParameter("name at least one setting (noisykd reproduce --list shows them)")
+    if seeds < 1:
+        raise typer.BadParameter("--seeds must be >= 1")
+    if data_root is not None:
+        os.environ["NOISYKD_CIFAR10"] = os.environ["NOISYKD_CIFAR_N"] = str(data_root)
+    settings = [Setting.from_config(name, epochs_scale=epochs_scale, smoke=smoke, overrides=overrides, device=device)
+                for name in names]  # every config is checked before anything trains
+    report = Report("noisykd reproduce", _invocation(ctx))
+    for setting in settings:
+        runs = run_seeds(setting, range(seeds), out, on_seed=_say_seed)
+        report.add(setting, runs)
+    console.print(report.write(out / "reproduce", with_paper=True), markup=False, highlight=False)
+    console.print(f"wrote {out / 'reproduce.md'} and {out / 'reproduce.json'}")
+
+
+def _invocation(ctx: typer.Context) -> str:
+    """The command line as typed (rebuilt from the parsed options when noisykd runs inside another program)."""
+    import shlex
+
+    if Path(sys.argv[0]).name == "noisykd":
+        return shlex.join(["noisykd", *sys.argv[1:]])
+    parts = ["noisykd", ctx.info_name or ""]
+    for name, value in ctx.params.items():
+        default = next((p.default for p in ctx.command.params if p.name == name), None)
+        if value in (None, [], ()) or value == default:
+            continue
+        option = "--" + name.rstrip("_").replace("_", "-")
+        if name == "names":
+            parts += [str(v) for v in value]
+        elif isinstance(value, bool):
+            parts.append(option)
+        elif isinstance(value, (list, tuple)):
+            parts += [f"{option} {shlex.quote(str(v))}" for v in value]
+        else:
+            parts.append(f"{option} {shlex.quote(str(value))}")
+    return " ".join(parts)
+
+
+def _say_seed(setting, seed: int, state: str) -> None:
+    verb = {"start": "training", "resume": "resuming", "reuse": "reusing the finished run of"}[state]
+    err_console.print(f"{setting.name}: {verb} seed {seed}", highlight=False)
+
+
+def _list_paper_settings() -> None:
+    """A Markdown table (it does not wrap names in a narrow terminal, and pastes into a report)."""
+    from .config import read_config_file, shipped_configs
+
+    lines = ["| setting | method | network | epochs | paper test acc | paper detection F1 / Pr / Re | source |",
+             "|---|---|---|---|---|---|---|"]
+    for name in shipped_configs():
+        data = read_config_file(name)
+        expected = data.get("expected")
+        if not expected:
+            continue
+        detection = " / ".join(_opt(expected.get(f"detection_{k}")) for k in ("f1", "precision", "recall"))
+        source = "; ".join(x for x in (expected.get("paper"), expected.get("test_acc_source"),
+                                       expected.get("detection_source")) if x)
+        lines.append(f"| {name} | {data.get('method', 'ce')} | {data.get('model', {}).get('name', '-')} | "
+                     f"{data.get('optim', {}).get('epochs', '-')} | {_opt(expected.get('test_acc'))} | {detection} | "
+                     f"{source} |")
+    print("\n".join(lines))
+
+
+def _opt(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+@app.command("compare")
+@friendly_errors
+def compare_cmd(
+    ctx: typer.Context,
+    methods: List[str] = typer.Option(..., "--methods", "-m", help="comma-separated method specs: ce,gce:q=0.5,"
+                                      "bkd_ref=bkd:reference_gradients=true (label=method:key=value,...)"),
+    config: str = typer.Option("digits/sym40", "--config", "-c", help="the base config every method runs on"),
+    data: Optional[str] = typer.Option(None, help="data spec instead of the config's"),
+    labels: Optional[str] = typer.Option(None, help="label-set spec, e.g. cifar10n:FILE:worst"),
+    noise: Optional[str] = typer.Option(None, help="synthetic noise, e.g. sym:0.4"),
+    model: Optional[str] = typer.Option(None, help="network (noisykd models)"),
+    epochs: Optional[int] = typer.Option(None, help="number of epochs"),
+    seeds: int = typer.Option(3, help="run seeds 0 .. N-1 of each method"),
+    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, cuda:N"),
+    overrides: List[str] = typer.Option([], "--set", "-s", help="config override for every method: key=value"),
+    out: Path = typer.Option(Path("runs/compare"), "--out", "-o", help="runs go to OUT/LABEL/seed-S"),
+) -> None:
+    """Compare methods on the same data and noisy labels over seeds: test accuracy (last, best noisy-val,
+    oracle) and wrong-label detection, mean ± std (OUT/compare.md, .json)."""
+    from .reproduce import Report, compare_settings, run_seeds, split_method_specs
+
+    if seeds < 1:
+        raise typer.BadParameter("--seeds must be >= 1")
+    flags = {"data.spec": data, "data.labels": labels, "data.noise": noise, "model.name": model,
+             "optim.epochs": epochs}
+    sets = [f"{k}={v}" for k, v in flags.items() if v is not None] + list(overrides)
+    specs = [spec for value in methods for spec in split_method_specs(value)]
+    settings = compare_settings(specs, base=config, overrides=sets, device=device)
+    report = Report("noisykd compare", _invocation(ctx))
+    for setting in settings:
+        report.add(setting, run_seeds(setting, range(seeds), out, on_seed=_say_seed))
+    console.print(report.write(out / "compare", with_paper=False), markup=False, highlight=False)
+    console.print(f"wrote {out / 'compare.md'} and {out / 'compare.json'}")
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -34,6 +34,8 @@ class DataConfig:
     val_fraction:  share of the noisy training set held out as noisy validation (CIFAR-N protocol: 0.1).
     val_seed:      seed of that split.
     train_subset:  keep only this many training samples (stratified, seeded by val_seed), or None for all.
+    test_subset:   evaluate on this many test samples only (stratified, seeded by val_seed), or None for all:
+                   for quick checks (``noisykd reproduce --smoke``), never for reported numbers.
     resize:        resize images to this size when loading (``folder:`` sources), or None.
     """
 
@@ -45,12 +47,15 @@ class DataConfig:
     val_fraction: float = 0.0
     val_seed: int = 0
     train_subset: int | None = None
+    test_subset: int | None = None
     resize: int | None = None
 
     def validate(self) -> None:
         _check_range("data.val_fraction", self.val_fraction, 0.0, 0.9)
         if self.train_subset is not None and self.train_subset < 2:
             raise ConfigError(f"data.train_subset must be >= 2 or null, got {self.train_subset}")
+        if self.test_subset is not None and self.test_subset < 1:
+            raise ConfigError(f"data.test_subset must be >= 1 or null, got {self.test_subset}")
 
 
 @dataclass
@@ -137,6 +142,35 @@ class AugmentConfig:
 
 
 @dataclass
+class PaperResult:
+    """What a paper reports for a setting (the ``expected`` block of a shipped config), in percent, with where
+    it is printed; ``noisykd reproduce`` puts our numbers next to it.
+
+    test_acc:   test accuracy; ``test_acc_source`` names the table, row and column.
+    detection_f1 / detection_precision / detection_recall: wrong-label detection, ``detection_source`` likewise.
+    epoch:      which epoch the paper reports (``last``, ``best``), or ``unstated``.
+    seeds:      how many runs the paper averages, as it says (``">= 5"``), or empty.
+    """
+
+    paper: str = ""
+    test_acc: float | None = None
+    test_acc_source: str = ""
+    detection_f1: float | None = None
+    detection_precision: float | None = None
+    detection_recall: float | None = None
+    detection_source: str = ""
+    epoch: str = "unstated"
+    seeds: str = ""
+
+    def validate(self) -> None:
+        _check_choice("expected.epoch", self.epoch, ("last", "best", "unstated"))
+        for name in ("test_acc", "detection_f1", "detection_precision", "detection_recall"):
+            value = getattr(self, name)
+            if value is not None:
+                _check_range(f"expected.{name}", value, 0.0, 100.0)
+
+
+@dataclass
 class RunConfig:
     """A whole experiment.
 
@@ -148,6 +182,7 @@ class RunConfig:
              pinned host memory; ``yes``/``no`` force either.
     eval_every: evaluate on the test and validation splits every this many epochs (and always at the last);
              model selection (best noisy-val, best test) then chooses among the evaluated epochs.
+    expected: the paper's numbers for this setting (shipped configs), or None; training ignores it.
     """
 
     method: str = "ce"
@@ -165,6 +200,7 @@ class RunConfig:
     eval_batch_size: int = 1024
     eval_every: int = 1
     out_dir: str = "runs/run"
+    expected: PaperResult | None = None
 
     def validate(self) -> "RunConfig":
         """Check every value, the method's arguments and the model's option names included, before any data
@@ -175,6 +211,8 @@ class RunConfig:
         self.data.validate()
         self.optim.validate()
         self.augment.validate()
+        if self.expected is not None:
+            self.expected.validate()
         parse_method_args(self.method, self.method_args, epochs=self.optim.epochs)
         check_model_options(self.model.name, self.model.kwargs)
         _check_choice("amp", self.amp, ("none", "bf16", "fp16"))

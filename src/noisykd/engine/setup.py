@@ -73,7 +73,11 @@ def prepare_data(cfg: DataConfig, dataset: ImageDataset | None = None) -> Prepar
         held = np.sort(rng.choice(rows, size=n_val, replace=False))
         val = train.subset(held)
         rows = np.setdiff1d(rows, held)
-    return PreparedData(dataset, train.subset(np.sort(rows)), val, dataset.test, noisy)
+    test = dataset.test
+    if test is not None and cfg.test_subset is not None and cfg.test_subset < len(test):
+        # its own generator: the training subset and validation split do not depend on this option
+        test = test.subset(stratified_pick(test.labels, cfg.test_subset, np.random.default_rng(cfg.val_seed)))
+    return PreparedData(dataset, train.subset(np.sort(rows)), val, test, noisy)
 
 
 def choose_training_labels(cfg: DataConfig, dataset: ImageDataset) -> NoisyLabels:

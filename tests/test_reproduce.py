@@ -1,0 +1,107 @@
+"""noisykd reproduce (paper settings over seeds) and noisykd compare (methods on one's own data)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from noisykd.cli import app
+from noisykd.config import shipped_configs
+from noisykd.data.fixtures import write_cifar10_with_cifar10n
+from noisykd.errors import ConfigError
+from noisykd.reproduce import fmt, mean_std, parse_method_spec, scale_epochs, split_method_specs
+
+runner = CliRunner()
+
+BKD_TABLE1 = {"aggre": "93.68", "rand1": "92.50", "rand2": "92.63", "rand3": "92.54", "worst": "86.64"}
+BKD_TABLE2_F1 = {"aggre": "71.20", "rand1": "82.50", "rand2": "83.10", "rand3": "82.70", "worst": "77.80"}
+CE_TABLE1 = {"aggre": "87.77", "rand1": "85.02", "rand2": "86.14", "rand3": "85.16", "worst": "77.69"}
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def fake_cifar(tmp_path_factory):
+    """CIFAR-10 (500 + 100 images) and CIFAR-10N in the official formats (CI has no real data)."""
+    return write_cifar10_with_cifar10n(tmp_path_factory.mktemp("data"), per_batch=100)
+
+
+def test_list_shows_every_bkd_setting_of_tables_1_and_2_with_its_numbers():
+    result = invoke("reproduce", "--list")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    for label_set in BKD_TABLE1:
+        assert f"bkd/cifar10n-{label_set}" in shipped_configs() and f"ce/cifar10n-{label_set}" in shipped_configs()
+        assert f"bkd/cifar10n-{label_set}" in text and BKD_TABLE1[label_set] in text
+        assert BKD_TABLE2_F1[label_set] in text and CE_TABLE1[label_set] in text
+
+
+def test_reproduce_smoke_runs_resumes_and_refuses_a_mixed_folder(tmp_path, fake_cifar):
+    out = tmp_path / "repro"
+    args = ("reproduce", "bkd/cifar10n-worst", "--smoke", "--seeds", "2", "--data-root", str(fake_cifar),
+            "--device", "cpu", "--out", str(out))
+    first = invoke(*args)
+    assert first.exit_code == 0, first.output
+    text = (out / "reproduce.md").read_text()
+    assert "| bkd/cifar10n-worst (shortened) | 86.64 |" in text
+    assert "Shortened settings are not the paper's" in text and "smoke" in text
+    report = json.loads((out / "reproduce.json").read_text())
+    (row,) = report["rows"]
+    assert row["ours"]["seeds"] == [0, 1] and row["expected"]["detection_f1"] == 77.8
+    assert row["ours"]["test_last"]["n"] == 2 and row["ours"]["f1"]["mean"] is not None
+    for seed in (0, 1):
+        assert (out / "bkd-cifar10n-worst" / f"seed-{seed}" / "summary.json").is_file()
+    # again with one more seed: the two finished seeds are reused, only seed 2 trains
+    again = invoke(*args[:4], "3", *args[5:])
+    assert again.exit_code == 0, again.output
+    assert again.output.count("reusing the finished run") == 2 and "training seed 2" in again.output
+    # the full setting must not reuse the smoke runs
+    full = invoke("reproduce", "bkd/cifar10n-worst", "--seeds", "1", "--data-root", str(fake_cifar),
+                  "--out", str(out))
+    assert full.exit_code == 2 and "holds a run of another config" in " ".join(full.output.split())
+
+
+def test_reproduce_needs_a_name_and_known_configs(tmp_path):
+    assert invoke("reproduce").exit_code == 2
+    unknown = invoke("reproduce", "bkd/cifar10n-best", "--out", str(tmp_path))
+    assert unknown.exit_code == 2 and "config file not found" in unknown.output
+
+
+def test_compare_methods_on_the_digits(tmp_path):
+    out = tmp_path / "cmp"
+    result = invoke("compare", "--methods", "ce,bkd_ref=bkd:reference_gradients=true,min_epochs=1",
+                    "--seeds", "2", "--epochs", "2", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    rows = {r["name"]: r for r in json.loads((out / "compare.json").read_text())["rows"]}
+    assert set(rows) == {"ce", "bkd_ref"}
+    assert rows["bkd_ref"]["method"] == "bkd" and rows["ce"]["ours"]["seeds"] == [0, 1]
+    text = (out / "compare.md").read_text()
+    assert "| ce |" in text and "| bkd_ref |" in text and "paper" not in text
+    config = (out / "bkd_ref" / "seed-1" / "config.yaml").read_text()
+    assert "reference_gradients: true" in config and "seed: 1" in config
+
+
+def test_method_specs():
+    assert parse_method_spec("gce:q=0.5") == ("gce:q=0.5", "gce", {"q": 0.5})
+    assert parse_method_spec("ref=bkd:reference_gradients=true") == ("ref", "bkd", {"reference_gradients": True})
+    assert split_method_specs("ce,bkd:k=3,min_epochs=2,ref=bkd:robust_stage=false,gce") == [
+        "ce", "bkd:k=3,min_epochs=2", "ref=bkd:robust_stage=false", "gce"]
+    with pytest.raises(ConfigError, match="expected NAME"):
+        parse_method_spec("bkd:k")
+
+
+def test_epochs_scale_shortens_the_schedule():
+    data = {"optim": {"epochs": 300, "milestones": [150], "warmup_epochs": 10}}
+    scale_epochs(data, 0.1)
+    assert data["optim"] == {"epochs": 30, "milestones": [15], "warmup_epochs": 1}
+    with pytest.raises(ConfigError, match="epochs-scale"):
+        scale_epochs({"optim": {}}, 1.5)
+
+
+def test_mean_std_and_format():
+    assert fmt(mean_std([90.0, 92.0])) == "91.00 ± 1.41"
+    assert fmt(mean_std([90.0, None])) == "90.00" and fmt(mean_std([])) == "-"
