@@ -320,6 +320,8 @@ def markdown(result: dict) -> str:
                       "(0.5-2 points below the originals).", ""]
     for note in result.get("skipped", []):
         lines.append(f"- skipped: {note}")
+    for error in result.get("errors", []):
+        lines.append(f"- FAILED: {error}")
     return "\n".join(lines) + "\n"
 
 
@@ -339,10 +341,32 @@ def main() -> None:
     args.device = args.device or ("cpu" if args.smoke or not torch.cuda.is_available() else "cuda")
     device = torch.device(args.device)
     clock = Clock(args.budget)
-    result: dict = {"environment": environment(device), "smoke": args.smoke, "budget": args.budget, "skipped": []}
+    result: dict = {"environment": environment(device), "smoke": args.smoke, "budget": args.budget, "skipped": [],
+                    "errors": [], "seconds": 0.0}
+    name = "gpu-check-" + _slug(result["environment"].get("gpu") or "cpu") + ("-smoke" if args.smoke else "")
     with tempfile.TemporaryDirectory(prefix="noisykd-gpu-check-") as tmp:
         work = Path(tmp)
         out = Path(args.out or (work / "results" if args.smoke else "benchmarks/results"))
+
+        def save() -> None:
+            """Write the results so far: a GPU lease is short, and a step that fails or runs out of time must
+            not take the others' numbers with it."""
+            result["seconds"] = clock.elapsed()
+            out.mkdir(parents=True, exist_ok=True)
+            (out / f"{name}.json").write_text(json.dumps(result, indent=1, default=str))
+            (out / f"{name}.md").write_text(markdown(result))
+
+        def step(label: str, fn, *fn_args):
+            say(label)
+            try:
+                value = fn(*fn_args)
+            except Exception as exc:  # record and go on with the next measurement
+                result["errors"].append(f"{label}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
+                say(f"    failed: {result['errors'][-1]}")
+                value = None
+            save()
+            return value
+
         root = find_data(args, work)
         prepared = prepare_data(load_config(base=base_config(args, root, work)).data)
         result["train_images"] = len(prepared.train)
@@ -354,33 +378,29 @@ def main() -> None:
             if clock.left() < 0.45 * args.budget and compile_:
                 result["skipped"].append(f"{method} {amp} channels_last compile: budget")
                 continue
-            say(f"speed: {method} {amp} channels_last={channels_last} compile={compile_}")
-            result["speed"].append(time_engine(args, root, work, prepared, method, amp, channels_last, compile_))
-            say(f"    {result['speed'][-1]['s_per_epoch']:.2f} s/epoch")
-        say("classic DataLoader pipeline")
-        result["classic"] = time_classic(args, prepared, device)
+            timing = step(f"speed: {method} {amp} channels_last={channels_last} compile={compile_}", time_engine,
+                          args, root, work, prepared, method, amp, channels_last, compile_)
+            if timing is not None:
+                result["speed"].append(timing)
+                say(f"    {timing['s_per_epoch']:.2f} s/epoch")
+        result["classic"] = step("classic DataLoader pipeline", time_classic, args, prepared, device)
         result["targets"] = target_verdicts(result["speed"]) if device.type == "cuda" else [
             "targets (CE < 1.5 s/epoch, BKD < 2.2x CE) apply to an H100/H200, not judged here"]
-        say("profiler")
-        result["profile"] = profile_steps(args, root, work, prepared)
-        say("detection on 50,000 samples")
-        result["detection"] = time_detection(2_000 if args.smoke else 50_000)
+        result["profile"] = step("profiler", profile_steps, args, root, work, prepared)
+        result["detection"] = step("detection", time_detection, 2_000 if args.smoke else 50_000)
         epochs = shortened_epochs(result["speed"], clock.left(), args.smoke)
         if epochs >= 2:
-            say(f"CIFAR-10N worst: CE, BKD, BKD (authors' gradients), {epochs} epochs each")
             fast = {"amp": "bf16", "channels_last": True} if device.type == "cuda" else {}
             result["shortened_epochs"] = epochs
-            result["shortened"] = shortened_run(args, root, work, epochs, fast)
+            result["shortened"] = step(f"CIFAR-10N worst: CE, BKD, BKD (authors' gradients), {epochs} epochs each",
+                                       shortened_run, args, root, work, epochs, fast)
         else:
             result["skipped"].append(f"the CIFAR-10N worst run: {clock.left():.0f} s left")
-        result["seconds"] = clock.elapsed()
-        name = "gpu-check-" + _slug(result["environment"].get("gpu") or "cpu") + ("-smoke" if args.smoke else "")
-        out.mkdir(parents=True, exist_ok=True)
-        (out / f"{name}.json").write_text(json.dumps(result, indent=1, default=str))
-        text = markdown(result)
-        (out / f"{name}.md").write_text(text)
-        print(text)
+        save()
+        print(markdown(result))
         say(f"wrote {out / name}.md and .json ({result['seconds']:.0f} s)")
+        if result["errors"]:
+            raise SystemExit(f"{len(result['errors'])} step(s) failed: " + "; ".join(result["errors"]))
 
 
 def target_verdicts(speed: list[dict]) -> list[str]:
