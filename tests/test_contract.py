@@ -341,10 +341,13 @@ def test_resume_from_weights_only_or_with_other_shapes_is_refused(tmp_path):
     first = train(cfg).result
     with pytest.raises(CheckpointError, match="best.pt is for `noisykd eval --best`"):
         Trainer(load_config(base=cfg), progress=False).run(resume=_weights_only(first.out_dir, tmp_path))
-    longer = {**cfg, "optim": {**cfg["optim"], "epochs": EPOCHS + 1}}  # BKD's histories are one column wider
+    longer = {**cfg, "optim": {**cfg["optim"], "epochs": EPOCHS + 1}}
+    with pytest.raises(CheckpointError, match=r"optim.epochs: 2 in the checkpoint, 3 now .*--extend"):
+        train(longer, resume=True)
+    # extending is asked for, but BKD's per-epoch histories were sized for 2 epochs: refused, naming the entry
     with pytest.raises(CheckpointError, match=r"entry 'p_teacher_history' is \(1257, 2\) torch.float16 in the "
                                               r"checkpoint but \(1257, 3\)"):
-        train(longer, resume=True)
+        Trainer(load_config(base=longer), progress=False).run(resume=True, extend=True)
 
 
 def _weights_only(run: Path, tmp_path: Path) -> Path:

@@ -521,6 +521,9 @@ def test_folder_unreadable_image_is_named(tmp_path):
 
 def test_folder_without_images_and_missing_root(tmp_path):
     (tmp_path / "a").mkdir()
+    with pytest.raises(DataError, match="class folder 'a' holds no images"):
+        load_dataset(f"folder:{tmp_path}")
+    (tmp_path / "a").rmdir()
     with pytest.raises(DataError, match="no images found"):
         load_dataset(f"folder:{tmp_path}")
     with pytest.raises(DataError, match="no such folder"):

@@ -18,7 +18,7 @@ from noisykd.config import load_config
 from noisykd.engine import SampleStore, Trainer
 from noisykd.engine.checkpoint import load_checkpoint
 from noisykd.engine.schedule import LearningRateSchedule
-from noisykd.errors import CheckpointError, ConfigError
+from noisykd.errors import CheckpointError, ConfigError, OutputError
 
 
 def tiny_config(out_dir: Path, **over) -> dict:
@@ -86,7 +86,7 @@ def test_noise_file_gives_identical_labels(tmp_path):
 
 def test_refuses_to_overwrite_a_run(tmp_path):
     run(tmp_path / "r", **{"optim.epochs": 1, "optim.milestones": []})
-    with pytest.raises(CheckpointError, match="already holds a run"):
+    with pytest.raises(OutputError, match="already holds a run"):
         run(tmp_path / "r", **{"optim.epochs": 1, "optim.milestones": []})
 
 
@@ -148,20 +148,21 @@ def test_truncated_checkpoint_gives_clear_error_and_previous_still_works(tmp_pat
     last = first.out_dir / "checkpoints" / "last.pt"
     data = last.read_bytes()
     last.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match=r"last.pt: cannot read checkpoint.*previous.pt is intact"):
+    with pytest.raises(CheckpointError, match=r"last.pt: not an intact checkpoint archive.*previous.pt is intact"):
         load_checkpoint(last)
     previous = load_checkpoint(first.out_dir / "checkpoints" / "previous.pt")
     assert previous["epoch"] == 1
     # continue from the previous checkpoint, to 3 epochs
     cfg = load_config(base=tiny_config(tmp_path / "r", **{"optim.epochs": 3, "optim.milestones": []}))
-    result = Trainer(cfg, progress=False).run(resume=first.out_dir / "checkpoints" / "previous.pt")
+    result = Trainer(cfg, progress=False).run(resume=first.out_dir / "checkpoints" / "previous.pt",
+                                                                extend=True)
     assert [r["epoch"] for r in result.history] == [1, 2, 3]
 
 
 def test_garbage_checkpoint_is_refused(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint at all")
-    with pytest.raises(CheckpointError, match="bad.pt: cannot read checkpoint"):
+    with pytest.raises(CheckpointError, match="bad.pt: not an intact checkpoint archive"):
         load_checkpoint(bad)
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "missing.pt")

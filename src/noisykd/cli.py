@@ -200,19 +200,31 @@ def train_cmd(
     seed: Optional[int] = typer.Option(None, help="training seed"),
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, cuda:N"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder"),
-    resume: Optional[Path] = typer.Option(None, help="continue the run in this folder (or from this checkpoint)"),
+    resume: Optional[Path] = typer.Option(None, help="continue the run in this folder (or from this checkpoint), "
+                                          "writing to that folder"),
+    extend: bool = typer.Option(False, help="with --resume and --epochs: train on past the run's planned end"),
 ) -> None:
     """Train a method; writes config, metrics, checkpoints, per-sample outputs and plots to the output folder."""
     from .config import from_dict, load_config
     from .engine import Trainer
-    from .engine.checkpoint import find_resume_checkpoint, load_checkpoint
+    from .engine.checkpoint import find_resume_checkpoint, load_checkpoint, run_folder_of
 
     if resume is not None:
+        changed = [name for name, value in (("--config", config), ("--set", overrides), ("--method", method),
+                                            ("--data", data), ("--labels", labels), ("--noise", noise),
+                                            ("--model", model), ("--seed", seed), ("--out", out)) if value]
+        if changed:
+            raise typer.BadParameter(f"--resume continues a run with its saved config; drop {', '.join(changed)} "
+                                     "(only --device, and --epochs with --extend, may change)")
+        if epochs is not None and not extend:
+            raise typer.BadParameter("--epochs with --resume changes the run's plan: add --extend to train on")
         state = load_checkpoint(find_resume_checkpoint(resume))
-        cfg = from_dict(state["config"]).validate()
-        if overrides or config:
-            raise typer.BadParameter("--resume continues a run with its saved config; drop --config/--set")
-        result = Trainer(cfg).run(resume=resume)
+        saved = dict(state["config"], out_dir=str(run_folder_of(resume)))
+        if device is not None:
+            saved["device"] = device
+        if epochs is not None:
+            saved["optim"] = dict(saved["optim"], epochs=epochs)
+        result = Trainer(from_dict(saved).validate()).run(resume=resume, extend=extend)
     else:
         flags = {"method": method, "data.spec": data, "data.labels": labels, "data.noise": noise,
                  "model.name": model, "optim.epochs": epochs, "seed": seed, "device": device,
@@ -264,25 +276,36 @@ def detect_cmd(
     run: Path = typer.Argument(..., help="a finished run folder; trained first (with the options below) if it "
                                "holds no run yet"),
     detector: str = typer.Option("auto", help="auto (the run's own rule), otsu_mu1, otsu_s, otsu_mu2, gmm, argmax"),
-    method: str = typer.Option("bkd", help="method to train when RUN holds no run"),
-    data: str = typer.Option("digits", help="data spec to train on when RUN holds no run"),
+    method: Optional[str] = typer.Option(None, help="method to train when RUN holds no run (default bkd)"),
+    data: Optional[str] = typer.Option(None, help="data spec to train on when RUN holds no run (default digits)"),
     labels: Optional[str] = typer.Option(None, help="label-set spec, e.g. cifar10n:FILE:worst"),
-    noise: str = typer.Option("none", help="synthetic noise, e.g. sym:0.4"),
+    noise: Optional[str] = typer.Option(None, help="synthetic noise, e.g. sym:0.4 (default none)"),
     overrides: List[str] = typer.Option([], "--set", "-s", help="config override for training: key=value"),
     top: int = typer.Option(10, help="show this many most-likely-wrong labels"),
 ) -> None:
     """Rank the training labels by how likely they are wrong; write RUN/label_issues.csv (most likely wrong
     first) and, when the true labels are known, precision / recall / F1 / AUROC / AUPRC."""
     from .detect.from_run import detect_from_run
+    from .engine.runfolder import RunFolder
 
-    if not (run / "samples.npz").is_file():
-        from .config import load_config
+    state = RunFolder(run).state()
+    if state != "finished":
+        from .config import apply_overrides, from_dict, load_config
         from .engine import Trainer
+        from .engine.checkpoint import find_resume_checkpoint, load_checkpoint
 
-        sets = [f"method={method}", f"data.spec={data}", f"data.noise={noise}", f"out_dir={run}"]
-        sets += [f"data.labels={labels}"] if labels else []
-        console.print(f"no finished run in {run}: training {method} on {data} first")
-        Trainer(load_config(overrides=sets + list(overrides))).run(resume=(run / "checkpoints").exists())
+        given = {"method": method, "data.spec": data, "data.noise": noise, "data.labels": labels}
+        sets = [f"{k}={v}" for k, v in given.items() if v is not None] + list(overrides)
+        if state == "resumable":  # its own config, changed only where asked (and then refused, naming the keys)
+            console.print(f"{run} holds an unfinished run: continuing it first")
+            saved = load_checkpoint(find_resume_checkpoint(run))["config"]
+            cfg = from_dict(apply_overrides({**saved, "out_dir": str(run)}, sets)).validate()
+            Trainer(cfg).run(resume=True)
+        else:
+            defaults = [f"method={method or 'bkd'}", f"data.spec={data or 'digits'}", f"data.noise={noise or 'none'}"]
+            cfg = load_config(overrides=defaults + sets + [f"out_dir={run}"])
+            console.print(f"no finished run in {run}: training {cfg.method} on {cfg.data.spec} first")
+            Trainer(cfg).run()
     found = detect_from_run(run, detector)
     found.write_csv(run / "label_issues.csv")
     n, flagged = len(found.index), int(found.flagged.sum())
@@ -336,6 +359,7 @@ def reproduce_cmd(
         raise typer.BadParameter("--seeds must be >= 1")
     if data_root is not None:
         os.environ["NOISYKD_CIFAR10"] = os.environ["NOISYKD_CIFAR_N"] = str(data_root)
+    _check_writable(out)
     settings = [Setting.from_config(name, epochs_scale=epochs_scale, smoke=smoke, overrides=overrides, device=device)
                 for name in names]  # every config is checked before anything trains
     report = Report("noisykd reproduce", _invocation(ctx))
@@ -367,6 +391,13 @@ def _invocation(ctx: typer.Context) -> str:
         else:
             parts.append(f"{option} {shlex.quote(str(value))}")
     return " ".join(parts)
+
+
+def _check_writable(folder: Path) -> None:
+    """Before anything loads: the output folder is a folder we can write (not a file, not read-only)."""
+    from .engine.runfolder import RunFolder
+
+    RunFolder(folder).check_writable()
 
 
 def _say_seed(setting, seed: int, state: str) -> None:
@@ -421,6 +452,7 @@ def compare_cmd(
 
     if seeds < 1:
         raise typer.BadParameter("--seeds must be >= 1")
+    _check_writable(out)
     flags = {"data.spec": data, "data.labels": labels, "data.noise": noise, "model.name": model,
              "optim.epochs": epochs}
     sets = [f"{k}={v}" for k, v in flags.items() if v is not None] + list(overrides)
@@ -447,6 +479,7 @@ def demo_cmd(
     available, with a table of test accuracies and plots."""
     from .demo import run_demo
 
+    _check_writable(out)
     run_demo(out, epochs=epochs, seed=seed, console=console)
 
 

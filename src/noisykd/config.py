@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import os
 import re
 import types
@@ -52,6 +53,14 @@ class DataConfig:
 
     def validate(self) -> None:
         _check_range("data.val_fraction", self.val_fraction, 0.0, 0.9)
+        for name in ("noise_seed", "val_seed"):
+            _check_seed(f"data.{name}", getattr(self, name))
+        if self.labels and self.noise not in ("none", "") and not self.noise_file:
+            raise ConfigError("data.labels and data.noise are both set: use a label set or synthetic noise, not both")
+        kind = self.spec.partition(":")[0]
+        if self.noise.strip().lower().startswith("asym") and kind not in ASYMMETRIC_DATA:
+            raise ConfigError(f"data.noise={self.noise!r}: the asymmetric maps are defined for CIFAR-10 and CIFAR-100 "
+                              f"(by class meaning), not for {kind!r}; use pairflip:R or sym:R")
         if self.train_subset is not None and self.train_subset < 2:
             raise ConfigError(f"data.train_subset must be >= 2 or null, got {self.train_subset}")
         if self.test_subset is not None and self.test_subset < 1:
@@ -101,6 +110,10 @@ class OptimConfig:
         _check_range("optim.momentum", self.momentum, 0.0, 1.0)
         if self.weight_decay < 0:
             raise ConfigError(f"optim.weight_decay must be >= 0, got {self.weight_decay}")
+        if not self.gamma > 0:
+            raise ConfigError(f"optim.gamma must be > 0 (the lr factor at each milestone), got {self.gamma}")
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise ConfigError(f"optim.warmup_epochs must lie in [0, {self.epochs}) (the epochs), got {self.warmup_epochs}")
 
 
 @dataclass
@@ -215,6 +228,7 @@ class RunConfig:
             self.expected.validate()
         parse_method_args(self.method, self.method_args, epochs=self.optim.epochs)
         check_model_options(self.model.name, self.model.kwargs)
+        _check_seed("seed", self.seed)
         _check_choice("amp", self.amp, ("none", "bf16", "fp16"))
         _check_choice("data_on_device", self.data_on_device, ("auto", "yes", "no"))
         if not (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")):
@@ -232,6 +246,17 @@ class RunConfig:
 def _check_choice(name: str, value: Any, choices: tuple) -> None:
     if value not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
+
+
+#: Data sets with an asymmetric noise map (methods.md: CIFAR-10's pairs, CIFAR-100's superclasses).
+ASYMMETRIC_DATA = ("cifar10", "cifar100")
+#: Seeds are drawn into torch and numpy generators (the engine adds up to 2 to the training seed).
+MAX_SEED = 2**63 - 3
+
+
+def _check_seed(name: str, value: int) -> None:
+    if not 0 <= value <= MAX_SEED:
+        raise ConfigError(f"{name} must be an integer in [0, 2**63 - 3], got {value}")
 
 
 def _check_range(name: str, value: float, lo: float, hi: float) -> None:
@@ -290,6 +315,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         raise ConfigError(f"{where}: expected an integer, got {value!r}")
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):  # NaN passes every comparison: refuse it here, for every field
+                raise ConfigError(f"{where}: expected a finite number, got {value!r}")
             return float(value)
         raise ConfigError(f"{where}: expected a number, got {value!r}")
     if hint is str:

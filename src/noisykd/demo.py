@@ -20,6 +20,7 @@ from rich.table import Table
 
 from .config import load_config
 from .engine import Trainer
+from .engine.runfolder import RunFolder
 from .logs import silenced
 
 # name shown -> (method, method_args): CE, then the methods it is compared with. BKD runs twice: with the
@@ -55,7 +56,7 @@ def run_demo(out: Path, epochs: int = 60, seed: int = 0, console: Console | None
         start = time.perf_counter()
         run_dir = out / name
         cfg = demo_config(method, args, run_dir, epochs, seed)
-        resume = (run_dir / "checkpoints").exists()  # a second `noisykd demo` continues or reuses its runs
+        resume = RunFolder(run_dir).state() in ("resumable", "finished")  # a second demo continues or reuses runs
         with console.status(f"training {name} ..."), silenced():
             result = Trainer(cfg, progress=False).run(resume=resume)
         results[name] = {"summary": result.summary, "history": result.history,

@@ -21,6 +21,10 @@ class CheckpointError(NoisyKDError):
     """A checkpoint is missing, truncated or does not match the run."""
 
 
+class OutputError(NoisyKDError):
+    """An output folder or file cannot be written: not a folder, read-only, in use, not empty, disk full."""
+
+
 class ContractError(NoisyKDError):
     """A method (or a network given through the Python API) broke the engine's contract: it asked for a view
     it did not declare, returned outputs of the wrong length, switched a frozen network to train mode..."""

@@ -13,6 +13,11 @@ from .engine.setup import prepare_data
 from .errors import DataError
 
 
+def _shape(shape: dict) -> str:
+    h, w, c = shape["image_shape"]
+    return f"{h}x{w}x{c} images of {shape['num_classes']} classes"
+
+
 def evaluate_checkpoint(target: str | Path, data_spec: str | None = None, best: bool = False) -> dict:
     """Test accuracy of every head of the method saved in ``target`` (a run folder or a checkpoint file).
 
@@ -27,11 +32,16 @@ def evaluate_checkpoint(target: str | Path, data_spec: str | None = None, best: 
     data = None
     if data_spec is not None:
         cfg.data.spec, cfg.data.labels, cfg.data.noise, cfg.data.noise_file = data_spec, None, "none", None
+        cfg.data.val_fraction, cfg.data.train_subset, cfg.data.test_subset = 0.0, None, None  # only its test split
         data = prepare_data(cfg.data)
         if "normalization" in state:  # the images are normalised as the network was trained, not by their own stats
             saved = state["normalization"]
             trained_with = Normalization(tuple(saved["mean"]), tuple(saved["std"]), saved.get("source", ""))
             data = dataclasses.replace(data, dataset=dataclasses.replace(data.dataset, normalization=trained_with))
+        trained_on = state.get("data_shape")
+        shape = {"image_shape": list(data.dataset.image_shape), "num_classes": data.num_classes}
+        if trained_on is not None and trained_on != shape:
+            raise DataError(f"{data_spec}: {_shape(shape)}, but the network was trained on {_shape(trained_on)}")
     trainer = Trainer(cfg, data=data, progress=False)
     trainer.build()
     if trainer.data.test is None:

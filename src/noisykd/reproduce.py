@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .config import PaperResult, RunConfig, apply_overrides, from_dict, load_config, read_config_file
-from .engine.checkpoint import LAST
+from .engine.runfolder import RunFolder
 from .errors import ConfigError
 
 log = logging.getLogger("noisykd.reproduce")
@@ -127,8 +127,8 @@ class SeedRun:
 
 def run_seeds(setting: Setting, seeds: Sequence[int], out_root: str | Path,
               on_seed: Callable[[Setting, int, str], None] | None = None) -> list[SeedRun]:
-    """Train ``setting`` once per seed into ``out_root/NAME/seed-S``: reuse a finished run (its summary.json is
-    newer than its last checkpoint), resume an unfinished one, start the others. ``on_seed(setting, seed,
+    """Train ``setting`` once per seed into ``out_root/NAME/seed-S``: reuse a finished run (it holds its
+    ``finished.json``), resume an unfinished one, start the others. ``on_seed(setting, seed,
     state)`` is told "start", "resume" or "reuse" first (for progress output)."""
     from .engine import Trainer
 
@@ -152,11 +152,8 @@ def run_seeds(setting: Setting, seeds: Sequence[int], out_root: str | Path,
 
 
 def _run_state(folder: Path) -> str:
-    last = folder / "checkpoints" / LAST
-    summary = folder / "summary.json"
-    if summary.is_file() and (not last.is_file() or summary.stat().st_mtime >= last.stat().st_mtime):
-        return "reuse"
-    return "resume" if (folder / "checkpoints").is_dir() and any((folder / "checkpoints").iterdir()) else "start"
+    state = RunFolder(folder).state()
+    return {"finished": "reuse", "resumable": "resume"}.get(state, "start")
 
 
 def _check_same_config(folder: Path, config: dict) -> None:

@@ -1,9 +1,15 @@
-"""Reading pickled numpy data without executing arbitrary code.
+"""Reading pickled numpy data without executing arbitrary code or trusting forged memory.
 
 The official CIFAR batches and the CIFAR-N ``.pt`` files are pickles of dicts holding numpy arrays.
 ``pickle.load`` would run whatever callable a (tampered) file names; ``torch.load(weights_only=True)``
 refuses numpy arrays. :class:`RestrictedUnpickler` resolves only the globals that rebuild numpy arrays and
 plain containers, and refuses everything else before it can run.
+
+Allowing numpy's own globals is not enough: a pickle can build a structured dtype with an object field and
+its flags cleared (``dtype.__setstate__``), then fill an array of it from raw bytes, which numpy then reads as
+object pointers (a crash, or worse). So only plain dtypes are ever built (booleans, integers, floats,
+complex numbers, fixed-width strings: no object, void or structured dtypes), the state given to a dtype or an
+array is checked before numpy sees it, and arrays are built from raw bytes only, never from lists of objects.
 """
 
 from __future__ import annotations
@@ -43,39 +49,123 @@ def _codecs_encode(text: str, encoding: str = "utf-8") -> bytes:
     return text.encode(encoding)
 
 
+#: Kinds of the dtypes a data file may hold: bool, signed / unsigned int, float, complex, bytes, unicode.
+PLAIN_KINDS = frozenset("biufcSU")
+
+
+def _check_plain(dtype: Any) -> np.dtype:
+    """``dtype`` if it is a plain numpy dtype (no object, void, structured or sub-array dtype), else refuse."""
+    if not isinstance(dtype, np.dtype):
+        raise UnsafePickleError(f"refused to load: expected a numpy dtype, got {type(dtype).__name__}")
+    if dtype.kind not in PLAIN_KINDS or dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
+        raise UnsafePickleError(f"refused to load: the data holds the dtype {dtype!s} (kind {dtype.kind!r}); only "
+                                "plain numeric and string arrays are read")
+    return dtype
+
+
+def _safe_dtype(spec: Any, align: bool = False, copy: bool = False) -> np.dtype:
+    # numpy pickles a dtype as numpy.dtype("i8", False, True) + BUILD(state); only a string spec is taken
+    if isinstance(spec, bytes):  # a Python 2 pickle's type string
+        spec = spec.decode("latin1")
+    if not isinstance(spec, str):
+        raise UnsafePickleError(f"refused to load: a dtype built from {type(spec).__name__}, not a type string")
+    return _check_plain(np.dtype(spec))
+
+
+def _safe_dtype_class(cls):
+    # numpy >= 1.25 may pickle a dtype through its numpy.dtypes.XDType class
+    def build(*args):
+        return _check_plain(cls(*args))
+
+    return build
+
+
 def _dtype_classes() -> dict[tuple[str, str], Any]:
-    # numpy >= 1.25 pickles dtypes through numpy.dtypes.XDType classes.
     found: dict[tuple[str, str], Any] = {}
     dtypes = getattr(np, "dtypes", None)
     if dtypes is not None:
         for name in dir(dtypes):
-            if name.endswith("DType"):
-                found[("numpy.dtypes", name)] = getattr(dtypes, name)
+            if name.endswith("DType") and name not in ("ObjectDType", "VoidDType"):
+                found[("numpy.dtypes", name)] = _safe_dtype_class(getattr(dtypes, name))
     return found
 
 
+def _safe_reconstruct(subtype: Any, shape: Any, typecode: Any) -> np.ndarray:
+    # numpy pickles an array as _reconstruct(ndarray, (0,), b"b") + BUILD(state): an empty placeholder
+    if subtype is not np.ndarray:
+        raise UnsafePickleError(f"refused to load: an array of the class {getattr(subtype, '__name__', subtype)}")
+    if typecode not in (b"b", "b"):
+        raise UnsafePickleError(f"refused to load: an array placeholder of type code {typecode!r}")
+    return _numpy_reconstruct()(np.ndarray, (0,), b"b")
+
+
+def _safe_scalar(dtype: Any, data: Any = None) -> Any:
+    # numpy pickles a scalar as scalar(dtype, raw_bytes)
+    _check_plain(dtype)
+    if not isinstance(data, bytes) or len(data) != dtype.itemsize:
+        raise UnsafePickleError(f"refused to load: a numpy scalar of {dtype} from {type(data).__name__}")
+    return _numpy_scalar()(dtype, data)
+
+
 _ALLOWED: dict[tuple[str, str], Any] = {
-    ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct(),
-    ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct(),
-    ("numpy.core.multiarray", "scalar"): _numpy_scalar(),
-    ("numpy._core.multiarray", "scalar"): _numpy_scalar(),
+    ("numpy.core.multiarray", "_reconstruct"): _safe_reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _safe_reconstruct,
+    ("numpy.core.multiarray", "scalar"): _safe_scalar,
+    ("numpy._core.multiarray", "scalar"): _safe_scalar,
     ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
+    ("numpy", "dtype"): _safe_dtype,
     ("_codecs", "encode"): _codecs_encode,
     ("collections", "OrderedDict"): __import__("collections").OrderedDict,
     **_dtype_classes(),
 }
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler that resolves only numpy-array and plain-container globals.
+def _check_build(inst: Any, state: Any) -> None:
+    """What BUILD may set: a plain dtype's own (non-structured) state, and an array's shape, plain dtype and raw
+    bytes of exactly the right size. Anything else is refused before numpy reads it."""
+    if isinstance(inst, np.dtype):
+        # (version, byteorder, subarray, names, fields, elsize, alignment, flags)
+        if not (isinstance(state, tuple) and len(state) in (8, 9) and state[2] is None and state[3] is None
+                and state[4] is None):
+            raise UnsafePickleError(f"refused to load: a dtype with sub-arrays or fields")
+        if state[-1] != inst.flags:
+            raise UnsafePickleError(f"refused to load: a dtype whose flags were changed")
+        return
+    if isinstance(inst, np.ndarray):
+        # (version, shape, dtype, is_fortran, raw bytes)
+        if not (isinstance(state, tuple) and len(state) in (4, 5)):
+            raise UnsafePickleError(f"refused to load: an array with an unexpected state")
+        shape, dtype, raw = state[-4], state[-3], state[-1]
+        _check_plain(dtype)
+        if not (isinstance(shape, tuple) and all(isinstance(n, int) and n >= 0 for n in shape)):
+            raise UnsafePickleError(f"refused to load: an array of shape {shape!r}")
+        if not isinstance(raw, (bytes, bytearray)) or len(raw) != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
+            raise UnsafePickleError(f"refused to load: array data that is not raw bytes of the "
+                                    "array's size")
+        return
+    if state:  # plain containers are filled by SETITEMS / APPENDS, never by BUILD
+        raise UnsafePickleError(f"refused to load: state set on a {type(inst).__name__}")
 
-    ``source`` names the file in error messages. Persistent ids (torch tensor storages) are refused too.
+
+class RestrictedUnpickler(pickle._Unpickler):
+    """An unpickler that resolves only numpy-array and plain-container globals, and checks every BUILD.
+
+    ``source`` names the file in error messages. Persistent ids (torch tensor storages) are refused too. It is
+    pickle's pure-Python unpickler, whose opcodes can be checked one by one (the C one's cannot); data files
+    are a few large byte strings, so it costs little.
     """
+
+    dispatch = dict(pickle._Unpickler.dispatch)
 
     def __init__(self, file, *, source: str, encoding: str = "ASCII"):
         super().__init__(file, encoding=encoding)
         self.source = source
+
+    def load_build(self) -> None:
+        _check_build(self.stack[-2], self.stack[-1])
+        pickle._Unpickler.load_build(self)
+
+    dispatch[pickle.BUILD[0]] = load_build
 
     def find_class(self, module: str, name: str) -> Any:
         try:
@@ -111,8 +201,11 @@ def loads(data: bytes, *, source: str, encoding: str = "ASCII") -> Any:
     """Unpickle bytes with :class:`RestrictedUnpickler`; ``source`` names them in errors."""
     try:
         return RestrictedUnpickler(io.BytesIO(data), source=source, encoding=encoding).load()
-    except UnsafePickleError:
-        raise
+    except UnsafePickleError as e:
+        if str(e).startswith(source):
+            raise
+        raise UnsafePickleError(f"{source}: {e}. The file is not a genuine data file or was tampered with; nothing "
+                                "in it was run") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
         raise DataError(f"{source}: not a readable pickle (truncated or corrupt?): {e}") from None
 

@@ -71,7 +71,11 @@ def load_dataset(spec: str, **options) -> ImageDataset:
     unknown = [k for k in options if k not in accepted]
     if unknown:
         raise DataError(f"{spec}: this data source takes no option {', '.join(unknown)}")
-    return loader(*args, **options)
+    dataset = loader(*args, **options)
+    if dataset.num_classes < 2:
+        raise DataError(f"{spec}: {dataset.num_classes} class ({', '.join(dataset.classes)}); a classifier needs "
+                        "at least 2")
+    return dataset
 
 
 def load_labelset(spec: str, *, num_samples: int | None = None) -> LabelSet:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import csv
 import json
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..engine.runfolder import FINISHED
 from ..errors import DataError
 from .issues import CSV_COLUMNS, find_label_issues
 from .metrics import detection_metrics
@@ -60,10 +62,10 @@ def detect_from_run(run_dir: str | Path, detector: str = "auto", seed: int = 0) 
     if detector not in DETECTORS:
         raise DataError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}")
     path = Path(run_dir) / "samples.npz"
-    if not path.is_file():
-        raise DataError(f"{path}: no per-sample outputs; is {run_dir} a finished noisykd run?")
-    with np.load(path, allow_pickle=False) as npz:
-        samples = {k: npz[k] for k in npz.files}
+    if not (Path(run_dir) / FINISHED).is_file():
+        raise DataError(f"{run_dir}: not a finished noisykd run (no {FINISHED}); continue an interrupted run with "
+                        f"noisykd train --resume {run_dir}")
+    samples = _read_samples(path)
     missing = sorted({"given_label", "noise_score", "flagged", "index"} - set(samples))
     if missing:
         raise DataError(f"{path}: no column(s) {missing}; was the run made by another version of noisykd?")
@@ -91,10 +93,32 @@ def detect_from_run(run_dir: str | Path, detector: str = "auto", seed: int = 0) 
                         np.asarray(group, dtype=np.int64), np.asarray(flagged, dtype=np.int64), metrics)
 
 
+def _read_samples(path: Path) -> dict[str, np.ndarray]:
+    """The per-sample arrays, numeric only (no pickled objects); a damaged file is one DataError."""
+    if not path.is_file():
+        raise DataError(f"{path}: no per-sample outputs; is {path.parent} a finished noisykd run?")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            samples = {k: npz[k] for k in npz.files}
+    except ValueError as e:
+        if "pickle" in str(e).lower():  # an object array: never unpickled
+            raise DataError(f"{path}: holds object arrays, which noisykd never unpickles; not a run's own file") from None
+        raise DataError(f"{path}: damaged ({e})") from None
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        raise DataError(f"{path}: damaged or truncated ({type(e).__name__}: {e})") from None
+    bad = sorted(k for k, v in samples.items() if v.dtype.kind not in "biuf")
+    if bad:
+        raise DataError(f"{path}: the column(s) {bad} are not numeric; not a run's own file")
+    return samples
+
+
 def _read_summary(path: Path) -> dict:
     if not path.is_file():
         return {}
     try:
-        return json.loads(path.read_text())
+        summary = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: not a readable summary ({e})") from None
+    if not isinstance(summary, dict):
+        raise DataError(f"{path}: not a run summary (expected a JSON object)")
+    return summary

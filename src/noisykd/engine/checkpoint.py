@@ -1,17 +1,21 @@
-"""Checkpoints: written atomically, loaded without executing pickles (``weights_only=True``).
+"""Checkpoints: written atomically, verified when read, loaded without executing pickles (``weights_only=True``).
 
 A run folder keeps ``checkpoints/last.pt`` and the one before it, ``checkpoints/previous.pt``: a checkpoint
-that is corrupt (a disk full, a copy cut short) leaves the previous one usable.
+that is corrupt (a disk full, a copy cut short, flipped bits) leaves the previous one usable. A checkpoint is a
+zip archive (``torch.save``) whose every member carries a CRC-32; torch does not check them when it reads, so
+:func:`load_checkpoint` does, and refuses a damaged file instead of loading wrong weights.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import zipfile
 from pathlib import Path
 
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, OutputError
 
 LAST = "last.pt"
 PREVIOUS = "previous.pt"
@@ -19,15 +23,31 @@ BEST = "best.pt"
 
 
 def save_atomic(obj: dict, path: str | Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, flush to disk, then rename over ``path``."""
+    """``torch.save`` to a temporary file in the same folder, flush to disk, then rename over ``path``. A full
+    disk is an :class:`OutputError` naming the path (and the temporary file is removed)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        tmp.unlink(missing_ok=True)
+        raise output_error(e, path) from None
+
+
+def output_error(e: Exception, path: Path) -> Exception:
+    """A write failure as one clear error: no space left, read-only, no permission; others unchanged."""
+    code = getattr(e, "errno", None)
+    text = str(e)
+    if code == errno.ENOSPC or "No space left" in text or "file write failed" in text:
+        return OutputError(f"no space left on the device of {path}; free some space and continue with --resume")
+    if code in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return OutputError(f"cannot write {path}: {os.strerror(code)}")
+    return e
 
 
 def save_rotating(obj: dict, folder: str | Path) -> Path:
@@ -44,23 +64,45 @@ def save_rotating(obj: dict, folder: str | Path) -> Path:
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """Load a checkpoint on the CPU with ``weights_only=True``; a missing, truncated or corrupt file raises
-    :class:`CheckpointError` naming it (and the previous checkpoint, when there is one)."""
+    """Load a checkpoint on the CPU with ``weights_only=True`` after checking every member's CRC; a missing,
+    empty, truncated, damaged or foreign file raises :class:`CheckpointError` naming it (and the previous
+    checkpoint, when there is one)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises RuntimeError/UnpicklingError/EOFError... for damaged files
-        hint = ""
-        previous = path.with_name(PREVIOUS)
-        if path.name == LAST and previous.is_file():
-            hint = f"; the previous checkpoint {previous} is intact: resume from it with --resume {previous}"
-        raise CheckpointError(f"{path}: cannot read checkpoint (truncated or corrupt: {type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:200]}){hint}") from None
-    if not isinstance(state, dict) or "format" not in state:
-        raise CheckpointError(f"{path}: not a noisykd checkpoint (no 'format' entry)")
+    problem = _damage(path)
+    if problem is None:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises RuntimeError/UnpicklingError/EOFError... for damaged files
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            problem = f"cannot read it ({type(e).__name__}{': ' + first if first else ''})"
+    if problem is not None:
+        raise CheckpointError(f"{path}: {problem}{_previous_hint(path)}") from None
+    if not isinstance(state, dict) or "format" not in state or "config" not in state:
+        raise CheckpointError(f"{path}: not a noisykd checkpoint (no 'format' or 'config' entry)")
     return state
+
+
+def _damage(path: Path) -> str | None:
+    """Why ``path`` is not an intact checkpoint archive, or None."""
+    if path.stat().st_size == 0:
+        return "the file is empty (its write was cut short)"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()  # reads every member and compares its CRC-32
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        return f"not an intact checkpoint archive (truncated or corrupt: {e})"
+    if bad is not None:
+        return f"damaged: the data of {bad} fails its checksum (CRC-32)"
+    return None
+
+
+def _previous_hint(path: Path) -> str:
+    previous = path.with_name(PREVIOUS)
+    if path.name == LAST and previous.is_file() and _damage(previous) is None:
+        return f"; the previous checkpoint {previous} is intact: resume from it with --resume {previous}"
+    return ""
 
 
 def find_resume_checkpoint(target: str | Path) -> Path:
@@ -68,7 +110,24 @@ def find_resume_checkpoint(target: str | Path) -> Path:
     target = Path(target)
     if target.is_file():
         return target
+    if not target.exists():
+        raise CheckpointError(f"{target}: no such run folder or checkpoint")
     for candidate in (target / "checkpoints" / LAST, target / "checkpoints" / PREVIOUS):
         if candidate.is_file():
             return candidate
-    raise CheckpointError(f"{target}: no checkpoint to resume from (looked for checkpoints/{LAST} and {PREVIOUS})")
+    raise CheckpointError(f"{target}: no checkpoint to resume from (the run stopped before its first epoch ended); "
+                          "start it again with the same command")
+
+
+def run_folder_of(target: str | Path) -> Path:
+    """The run folder of a resume target: the folder itself, or RUN for RUN/checkpoints/last.pt."""
+    target = Path(target)
+    if target.is_file():
+        return target.parent.parent if target.parent.name == "checkpoints" else target.parent
+    return target
+
+
+def has_checkpoint(run_dir: str | Path) -> bool:
+    """Whether a run folder holds a checkpoint to resume from (temporary files of a cut write do not count)."""
+    folder = Path(run_dir) / "checkpoints"
+    return (folder / LAST).is_file() or (folder / PREVIOUS).is_file()

@@ -95,7 +95,12 @@ class NetworkSet:
             raise CheckpointError(f"checkpoint networks {sorted(networks)} do not match the method's {sorted(saved)}")
         for net in self.all:
             if net.role is not Role.FROZEN:
-                net.module.load_state_dict(networks[net.name])
+                try:
+                    net.module.load_state_dict(networks[net.name])
+                except (RuntimeError, KeyError, TypeError) as e:
+                    first = (str(e).strip().splitlines() or [""])[0][:200]
+                    raise CheckpointError(f"the weights of network {net.name!r} in the checkpoint do not fit the network "
+                                          f"its config builds ({type(net.module).__name__}): {first}") from None
         for name, digest in (frozen or {}).items():
             if self.frozen_fingerprints.get(name) != digest:
                 raise CheckpointError(f"frozen network {name!r} differs from the one this run was trained with "

@@ -88,14 +88,14 @@ def choose_training_labels(cfg: DataConfig, dataset: ImageDataset) -> NoisyLabel
         return NoisyLabels.load(cfg.noise_file, num_samples=n, num_classes=c)
     if cfg.labels:
         if cfg.noise not in ("none", ""):
-            raise ConfigError("data.labels and data.noise both set: use a label set or synthetic noise, not both")
+            raise ConfigError("data.labels and data.noise are both set: use a label set or synthetic noise, not both")
         labelset = load_labelset(cfg.labels, num_samples=n)
         return from_labelset(labelset, num_classes=c)
     features = None
     if cfg.noise.startswith("instance"):
         # Xia et al.'s generator projects the flattened image; uint8 is scaled to [0, 1] there, in chunks.
         features = dataset.train.images.reshape(n, -1)
-    return make_noise(cfg.noise, clean, c, seed=cfg.noise_seed, features=features)
+    return make_noise(cfg.noise, clean, c, seed=cfg.noise_seed, features=features, dataset=dataset.name)
 
 
 def stratified_pick(labels: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:

@@ -8,6 +8,7 @@ exported at the end of a run (NPZ with every entry, CSV with the one-value-per-s
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import numpy as np
@@ -86,17 +87,24 @@ class SampleStore:
         # explicit columns first; a store entry of the same name is the same data in its raw form
         arrays = {**extra, **{name: t.detach().cpu().numpy() for name, t in self._tensors.items()
                               if name not in extra}}
-        np.savez_compressed(npz_path, index=np.arange(self.num_samples), **arrays)
+        npz_path = Path(npz_path)
+        tmp = npz_path.with_name(npz_path.name + ".tmp")
+        with open(tmp, "wb") as f:  # written whole, then renamed: a reader never sees half a file
+            np.savez_compressed(f, index=np.arange(self.num_samples), **arrays)
+        os.replace(tmp, npz_path)
         if csv_path is None:
             return
         flat = {k: v for k, v in arrays.items() if v.ndim == 1}
         rows = np.arange(self.num_samples) if rows is None else np.asarray(rows)
-        with open(csv_path, "w", newline="") as f:
+        csv_path = Path(csv_path)
+        tmp = csv_path.with_name(csv_path.name + ".tmp")
+        with open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["index", *flat])
             cols = [flat[k][rows] for k in flat]
             for j, i in enumerate(rows):
                 writer.writerow([int(i), *(_fmt(c[j]) for c in cols)])
+        os.replace(tmp, csv_path)
 
 
 def _fmt(value) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -30,17 +31,19 @@ from torch import nn
 from .. import augment
 from ..config import RunConfig, save_config
 from ..data import ImageSplit
-from ..errors import CheckpointError, ConfigError, ContractError, DataError
+from ..errors import CheckpointError, ConfigError, ContractError, DataError, OutputError
 from ..methods import (Batch, EvalBatch, GroundTruth, Method, MethodContext, Prediction, Progress, View, Views,
                        create_method)
 from ..models import create_model, wrap_module
 from . import report
-from .checkpoint import BEST, find_resume_checkpoint, load_checkpoint, save_atomic, save_rotating
+from .checkpoint import (BEST, find_resume_checkpoint, has_checkpoint, load_checkpoint, output_error, run_folder_of,
+                         save_atomic, save_rotating)
 from .feed import ImageFeed, training_batch_sizes
 from .meters import ENGINE_METRICS, EpochMeter
 from .networks import NetworkSet
 from .outputs import collect_outputs
 from .progress import ProgressBar, epoch_line
+from .runfolder import RunFolder
 from .schedule import LearningRateSchedule
 from .setup import PreparedData, prepare_data
 from .state import SampleStore
@@ -88,25 +91,73 @@ class Trainer:
         self.schedule = LearningRateSchedule(config.optim)
 
     # ------------------------------------------------------------------------------------------------------
-    def run(self, resume: bool | str | Path = False) -> RunResult:
-        """Train (or continue) the run; ``resume`` is True (this run's folder) or a checkpoint/run folder."""
-        checkpoint = None
-        if resume:
-            path = find_resume_checkpoint(self.out_dir if resume is True else resume)
-            checkpoint = load_checkpoint(path)
-            _check_resumable(checkpoint, path)
-            log.info(f"resuming from {path} (epoch {checkpoint['epoch']} done)")
-        elif (self.out_dir / "checkpoints").exists():
-            raise CheckpointError(f"{self.out_dir} already holds a run; continue it with --resume, or choose "
-                                  "another output folder")
-        self.build(checkpoint)
+    def run(self, resume: bool | str | Path = False, extend: bool = False) -> RunResult:
+        """Train (or continue) the run.
+
+        resume: True (this run's folder) or a run folder or checkpoint, whose run folder is then written to.
+                The checkpoint's config must equal this one in everything that changes the result (an error
+                names the keys that differ), except ``optim.epochs`` when ``extend`` (train on past the planned
+                end). A new run refuses a folder that holds a run or other files; two processes never train
+                into one folder at once; a run that fails before its first checkpoint leaves nothing that would
+                block starting it again.
+        """
+        if resume not in (False, True, None):
+            folder = run_folder_of(resume)
+            if folder.resolve() != self.out_dir.resolve():
+                log.info(f"resuming into {folder} (the config said {self.out_dir})")
+                self.config.out_dir, self.out_dir = str(folder), folder
+        folder = RunFolder(self.out_dir)
+        folder.check_writable()
+        existed = folder.path.exists()
+        with folder.lock():
+            checkpoint = self._resume_state(resume, extend) if resume else self._check_new_run(folder)
+            try:
+                self.build(checkpoint)
+                self._write_run_inputs(resumed=checkpoint is not None)
+                folder.clear_finished()
+                self.method.on_train_start(resumed=checkpoint is not None)
+                for epoch in range(self.epoch, self.config.optim.epochs):
+                    self.train_epoch(epoch)
+                result = self.finish()
+            except BaseException:
+                if checkpoint is None and not has_checkpoint(folder.path):  # nothing worth keeping yet
+                    folder.clear_leftovers()
+                    if not existed:
+                        shutil.rmtree(folder.path, ignore_errors=True)
+                raise
+            folder.mark_finished(self.config.optim.epochs)  # last: only now is the run finished
+        return result
+
+    def _check_new_run(self, folder: RunFolder) -> None:
+        state = folder.state()
+        if state in ("resumable", "finished"):
+            raise OutputError(f"{folder.path} already holds a run; continue it with --resume, or choose another "
+                              "output folder")
+        if state == "foreign":
+            shown = ", ".join(folder.foreign_entries()[:5])
+            raise OutputError(f"{folder.path} is not empty (it holds {shown}); a new run writes only into an empty "
+                              "or new folder: choose another one")
+        folder.clear_leftovers()  # a run killed before its first checkpoint: start again
+        return None
+
+    def _resume_state(self, resume: bool | str | Path, extend: bool) -> dict:
+        path = find_resume_checkpoint(self.out_dir if resume is True else resume)
+        checkpoint = load_checkpoint(path)
+        _check_resumable(checkpoint, path)
+        check_same_run(checkpoint["config"], self.config, extend=extend, epochs_done=checkpoint["epoch"])
+        log.info(f"resuming from {path} (epoch {checkpoint['epoch']} done)")
+        return checkpoint
+
+    def _write_run_inputs(self, resumed: bool) -> None:
+        """``config.yaml`` and ``noisy_labels.npz``: written by a new run (and by an extended one: its epochs
+        changed); a resumed run checked that they are the run's own."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        save_config(self.config, self.out_dir / "config.yaml")
-        self.data.noisy.save(self.out_dir / "noisy_labels.npz")
-        self.method.on_train_start(resumed=checkpoint is not None)
-        for epoch in range(self.epoch, self.config.optim.epochs):
-            self.train_epoch(epoch)
-        return self.finish()
+        try:
+            save_config(self.config, self.out_dir / "config.yaml")
+            if not (resumed and (self.out_dir / "noisy_labels.npz").is_file()):
+                self.data.noisy.save(self.out_dir / "noisy_labels.npz")
+        except OSError as e:
+            raise output_error(e, self.out_dir) from None
 
     # ------------------------------------------------------------------------------------------------------
     def build(self, checkpoint: dict | None = None) -> None:
@@ -300,14 +351,20 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------------------
     def _checkpoint(self, row: dict) -> None:
+        try:
+            self._write_checkpoint(row)
+        except OSError as e:
+            raise output_error(e, self.out_dir) from None
+
+    def _write_checkpoint(self, row: dict) -> None:
         folder = self.out_dir / "checkpoints"
         state = self._state()
         save_rotating(state, folder)
         if row.get("val_acc") is not None:
             best = max((r["val_acc"] for r in self.history if r.get("val_acc") is not None))
             if row["val_acc"] >= best:
-                save_atomic({key: state[key] for key in ("format", "config", "normalization", "epoch", "networks",
-                                                         "frozen", "method")}, folder / BEST)
+                save_atomic({key: state[key] for key in ("format", "config", "normalization", "data_shape", "epoch",
+                                                         "networks", "frozen", "method")}, folder / BEST)
         report.write_metrics(self.history, self.out_dir)
 
     def _state(self) -> dict:
@@ -316,6 +373,7 @@ class Trainer:
             "config": self.config.to_dict(),
             "normalization": {"mean": list(self.data.normalization.mean), "std": list(self.data.normalization.std),
                               "source": self.data.normalization.source},
+            "data_shape": {"image_shape": list(self.data.dataset.image_shape), "num_classes": self.data.num_classes},
             "epoch": self.epoch,
             "step": self.step,
             **self.nets.state_dict(),
@@ -353,7 +411,14 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------------------
     def finish(self) -> RunResult:
-        """The end-of-run outputs: per-sample results, detection, summary, plots."""
+        """The end-of-run outputs: per-sample results, detection, summary, plots (each file written whole, then
+        renamed; ``run`` marks the folder finished after them)."""
+        try:
+            return self._finish()
+        except OSError as e:
+            raise output_error(e, self.out_dir) from None
+
+    def _finish(self) -> RunResult:
         out, rows = self.out_dir, self.data.train.indices
         outputs = collect_outputs(self.data, self.predict_split(self.data.train).logits, self.method.name,
                                   self.method.sample_outputs(), self.config.seed)
@@ -369,6 +434,42 @@ class Trainer:
                                 is_open_set=np.asarray(noisy.is_open_set, dtype=bool))
         self.method.write_reports(out, self.history, truth)
         return RunResult(out, self.history, summary)
+
+
+#: Config keys that may differ between a run and its resumption: where it runs and writes, not what it computes.
+RESUME_MAY_CHANGE = ("out_dir", "device", "data_on_device", "eval_batch_size", "expected")
+
+
+def check_same_run(saved: dict, config: RunConfig, extend: bool = False, epochs_done: int = 0) -> None:
+    """A CheckpointError naming every key in which ``config`` differs from the checkpoint's ``saved`` config
+    (method and its arguments, data, labels, noise, model, optimiser, augmentation, seeds, precision, ...); only
+    ``optim.epochs`` may grow, and only with ``extend``."""
+    from ..config import from_dict
+
+    old = _flatten(from_dict(saved).to_dict())
+    new = _flatten(config.to_dict())
+    differ = [k for k in sorted(set(old) | set(new))
+              if old.get(k) != new.get(k) and k.split(".")[0] not in RESUME_MAY_CHANGE]
+    if "optim.epochs" in differ and extend:
+        if new["optim.epochs"] < epochs_done:
+            raise CheckpointError(f"optim.epochs {new['optim.epochs']} is below the {epochs_done} epochs done")
+        differ.remove("optim.epochs")
+    if differ:
+        shown = "; ".join(f"{k}: {old.get(k)!r} in the checkpoint, {new.get(k)!r} now" for k in differ[:6])
+        more = f" (and {len(differ) - 6} more)" if len(differ) > 6 else ""
+        hint = " (train on past its planned end with --extend)" if differ == ["optim.epochs"] else ""
+        raise CheckpointError(f"cannot resume with another config: {shown}{more}{hint}. Resume with the run's own "
+                              "config (noisykd train --resume RUN), or start a new run in another folder")
+
+
+def _flatten(data: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value and key not in ("method_args", "kwargs", "views"):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def _check_resumable(state: dict, path: Path) -> None:

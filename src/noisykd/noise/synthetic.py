@@ -290,12 +290,14 @@ NOISE_SPECS = {"none": "clean labels",
 
 
 def make_noise(spec: str, clean: np.ndarray, num_classes: int, seed: int, *,
-               features: np.ndarray | None = None, **options) -> NoisyLabels:
+               features: np.ndarray | None = None, dataset: str | None = None, **options) -> NoisyLabels:
     """Build noise from a CLI spec: ``none``, ``sym:0.4``, ``sym-all:0.4``, ``asym:0.4``, ``pairflip:0.45``,
     ``instance:0.4``. R is a fraction in [0, 1].
 
     ``options`` go to the generator (``exact=True``, ``grouping="consecutive"``, ``norm_std=0.2``);
-    ``features`` is required by ``instance``. The spec is recorded in ``params["spec"]``.
+    ``features`` is required by ``instance``. ``dataset``: the data set's name; ``asym`` is refused for one
+    other than cifar10 / cifar100 (its maps are by class meaning: a 10-class digits set has none). The spec is
+    recorded in ``params["spec"]``.
     """
     if not isinstance(spec, str):
         raise DataError(f"noise spec must be a string like 'sym:0.4', got {spec!r}")
@@ -309,6 +311,9 @@ def make_noise(spec: str, clean: np.ndarray, num_classes: int, seed: int, *,
     if kind not in NOISE_KINDS or not sep:
         raise DataError(f"unknown noise spec {spec!r}: expected one of {', '.join(NOISE_SPECS)} "
                         f"(R a fraction in [0, 1])")
+    if kind == "asym" and dataset is not None and dataset not in ("cifar10", "cifar100"):
+        raise DataError(f"noise spec {spec!r}: the asymmetric maps are defined for CIFAR-10 and CIFAR-100 (by class "
+                        f"meaning), not for {dataset!r}; use pairflip:R or sym:R")
     try:
         rate = check_rate(float(arg))
     except ValueError as exc:  # float() of a non-number, or DataError (a ValueError) for a rate out of range

@@ -135,6 +135,12 @@ def _read_split(folder: Path, files: tuple[str, ...], all_files: tuple[str, ...]
     return rows_to_images(rows), {key: np.concatenate(parts) for key, parts in labels.items()}
 
 
+def _expect_count(names: tuple[str, ...], count: int, path: Path, key: str) -> tuple[str, ...]:
+    if len(names) != count:
+        raise DataError(f"{path}: {key!r} lists {len(names)} class names; the official file has {count}")
+    return names
+
+
 CIFAR10_USAGE = "cifar10:ROOT (ROOT holds cifar-10-batches-py/ or is that folder)"
 
 
@@ -146,7 +152,8 @@ def load_cifar10(root: str = "") -> ImageDataset:
     """
     folder = _resolve_folder(root, CIFAR10_FOLDER, "cifar10", CIFAR10_USAGE)
     all_files = CIFAR10_TRAIN_FILES + CIFAR10_TEST_FILES + (CIFAR10_META_FILE,)
-    classes = read_names(_batch_path(folder, CIFAR10_META_FILE, "CIFAR-10", all_files), "label_names")
+    meta_path = _batch_path(folder, CIFAR10_META_FILE, "CIFAR-10", all_files)
+    classes = _expect_count(read_names(meta_path, "label_names"), 10, meta_path, "label_names")
     keys = {"labels": len(classes)}
     x_train, y_train = _read_split(folder, CIFAR10_TRAIN_FILES, all_files, "CIFAR-10", keys)
     x_test, y_test = _read_split(folder, CIFAR10_TEST_FILES, all_files, "CIFAR-10", keys)
@@ -169,8 +176,8 @@ def load_cifar100(root: str = "") -> ImageDataset:
     folder = _resolve_folder(root, CIFAR100_FOLDER, "cifar100", CIFAR100_USAGE)
     all_files = CIFAR100_TRAIN_FILES + CIFAR100_TEST_FILES + (CIFAR100_META_FILE,)
     meta_path = _batch_path(folder, CIFAR100_META_FILE, "CIFAR-100", all_files)
-    classes = read_names(meta_path, "fine_label_names")
-    coarse_classes = read_names(meta_path, "coarse_label_names")
+    classes = _expect_count(read_names(meta_path, "fine_label_names"), 100, meta_path, "fine_label_names")
+    coarse_classes = _expect_count(read_names(meta_path, "coarse_label_names"), 20, meta_path, "coarse_label_names")
     keys = {"fine_labels": len(classes), "coarse_labels": len(coarse_classes)}
     x_train, y_train = _read_split(folder, CIFAR100_TRAIN_FILES, all_files, "CIFAR-100", keys)
     x_test, y_test = _read_split(folder, CIFAR100_TEST_FILES, all_files, "CIFAR-100", keys)

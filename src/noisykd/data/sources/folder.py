@@ -58,6 +58,7 @@ def scan_class_folders(root: Path, classes: tuple[str, ...] | None = None) -> tu
     With ``classes`` given (the train split's), every folder of ``root`` must be one of them.
     """
     folders = class_folders(root)
+    train = classes is None
     if classes is None:
         classes = tuple(p.name for p in folders)
     index = {name: i for i, name in enumerate(classes)}
@@ -67,6 +68,9 @@ def scan_class_folders(root: Path, classes: tuple[str, ...] | None = None) -> tu
         if folder.name not in index:
             raise DataError(f"{folder}: class {folder.name!r} is not among the train classes {list(classes)}")
         files = sorted(p for p in folder.rglob("*") if is_image_file(p))
+        if not files and train:
+            raise DataError(f"{folder}: class folder {folder.name!r} holds no images; a class without training "
+                            "images cannot be learnt: add images or remove the folder")
         paths.extend(files)
         labels.extend([index[folder.name]] * len(files))
     if not paths:

@@ -23,6 +23,8 @@ from ..base import ImageDataset, make_split, validate_labels
 from ..registry import register_dataset
 
 REQUIRED = ("x_train", "y_train")
+#: Without a 'classes' array, more classes than this (0..max label) is taken for a labelling mistake.
+MAX_IMPLICIT_CLASSES = 100_000
 
 
 def _read_array(archive, key: str, path: Path) -> np.ndarray:
@@ -80,8 +82,10 @@ def load_npz(file: str = "") -> ImageDataset:
         raise DataError(f"{path}: file not found")
     try:
         archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise DataError(f"{path}: not a readable .npz archive: {e}") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        # numpy's own message would suggest allow_pickle=True for garbage bytes: never do that for a data file
+        raise DataError(f"{path}: not a readable .npz archive (np.savez / np.savez_compressed of named arrays); "
+                        "it may be truncated or another kind of file") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise DataError(f"{path}: expected an .npz archive of named arrays (np.savez), found a single array")
     with archive:
@@ -111,6 +115,12 @@ def load_npz(file: str = "") -> ImageDataset:
         classes = _read_classes(archive, path)
     if classes is None:
         top = max(int(y.max()) for y in (y_train, y_test) if y is not None and y.size)
+        distinct = len(np.unique(np.concatenate([y for y in (y_train, y_test) if y is not None])))
+        if top + 1 > MAX_IMPLICIT_CLASSES or top + 1 > 10 * distinct:
+            # labels 0..top would make top + 1 classes, most of them empty (a 10-million-class network)
+            raise DataError(f"{path}: labels go up to {top} but only {distinct} distinct values occur; without a "
+                            f"'classes' array the classes are 0..max label: relabel to 0..{distinct - 1}, or add a "
+                            "'classes' array naming every class")
         classes = tuple(str(i) for i in range(top + 1))
     k = len(classes)
     y_train = validate_labels(y_train, k, source=f"{path}: array 'y_train'")
