@@ -61,6 +61,7 @@ from torch import nn
 from noisykd.augment import CIFAR10_MEAN, CIFAR10_STD, AugmentPipeline
 from noisykd.data import ImageDataset, ImageSplit, Normalization, load_dataset
 from noisykd.engine.feed import ImageFeed
+from noisykd.engine.report import cpu_model  # noqa: F401  (also used by the other benchmarks)
 from noisykd.engine.setup import stratified_pick
 from noisykd.models import count_parameters, create_model
 
@@ -266,16 +267,6 @@ def summarize(raw: list[dict]) -> dict:
     rates = [r["img_per_s"] for r in raw]
     return {"median_img_per_s": statistics.median(rates), "min_img_per_s": min(rates), "max_img_per_s": max(rates),
             "median_epoch_s": statistics.median(r["seconds"] for r in raw)}
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def markdown(result: dict) -> str:

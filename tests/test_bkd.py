@@ -238,16 +238,24 @@ def test_detect_cli_on_a_bkd_run(bkd_run):
 
     result = CliRunner().invoke(app, ["detect", str(bkd_run.out_dir), "--top", "3"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    lines = (bkd_run.out_dir / "label_issues.csv").read_text().splitlines()
-    assert lines[0] == "index,given_label,suggested_label,noise_score,group,flagged"
-    assert len(lines) - 1 == bkd_run.summary["train_samples"]
-    scores = [float(line.split(",")[3]) for line in lines[1:]]
+    lines = (bkd_run.out_dir / "label_issues-bkd.csv").read_text().splitlines()
+    assert lines[0].startswith("# detector bkd: P_A(y|x) < mu1")
+    assert lines[1] == "rank,index,path,given_label,given_class,suggested_label,suggested_class,noise_score,group,flagged"
+    rows = [line.split(",") for line in lines[2:]]
+    assert len(rows) == bkd_run.summary["train_samples"]
+    scores = [float(r[7]) for r in rows]
     assert scores == sorted(scores, reverse=True)  # most likely wrong first
-    saved = json.loads((bkd_run.out_dir / "detection.json").read_text())
-    assert saved["f1"] == pytest.approx(bkd_run.summary["detection"]["f1"])  # "auto" keeps the run's rule
-    # re-deciding with Otsu's s flags more samples than mu1 (s > mu1)
+    assert [int(r[0]) for r in rows] == list(range(1, len(rows) + 1))
+    assert all(r[3] != r[5] for r in rows)  # the suggestion is another class than the given one
+    saved = json.loads((bkd_run.out_dir / "detection-bkd.json").read_text())
+    assert saved["metrics"]["f1"] == pytest.approx(bkd_run.summary["detection"]["f1"])  # "auto": the run's rule
+    again = CliRunner().invoke(app, ["detect", str(bkd_run.out_dir)])
+    assert again.exit_code == 2 and "--overwrite" in again.output  # never silently overwritten
+    # re-deciding with Otsu's s flags more samples than mu1 (s > mu1), into its own files
     CliRunner().invoke(app, ["detect", str(bkd_run.out_dir), "--detector", "otsu_s"], catch_exceptions=False)
-    assert json.loads((bkd_run.out_dir / "detection.json").read_text())["n_flagged"] > saved["n_flagged"]
+    assert json.loads((bkd_run.out_dir / "detection-otsu_s.json").read_text())["n_flagged"] > saved["n_flagged"]
+    argmax = CliRunner().invoke(app, ["detect", str(bkd_run.out_dir), "--detector", "argmax"], catch_exceptions=False)
+    assert argmax.exit_code == 0 and (bkd_run.out_dir / "label_issues-argmax.csv").is_file()
 
 
 def test_detect_cli_trains_first_when_needed(tmp_path):
@@ -259,6 +267,6 @@ def test_detect_cli_trains_first_when_needed(tmp_path):
     result = CliRunner().invoke(app, ["detect", str(run), "--method", "ce", "--noise", "sym:0.3", "--set",
                                       "optim.epochs=3", "--set", "model.name=small_cnn"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert "gmm_on_final_loss" in result.output and (run / "label_issues.csv").is_file()
+    assert "gmm_on_final_loss" in result.output and (run / "label_issues-gmm_on_final_loss.csv").is_file()
     bad = CliRunner().invoke(app, ["detect", str(run), "--detector", "magic"])
     assert bad.exit_code == 2 and "unknown detector" in bad.output

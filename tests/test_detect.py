@@ -532,7 +532,11 @@ def test_find_label_issues_bad_input():
     with pytest.raises(DataError, match="argmax"):
         find_label_issues(labels, scores=np.linspace(0, 1, 20), method="argmax")
     with pytest.raises(ConfigError, match="method must be one of"):
-        find_label_issues(labels, probs, method="confident_learning")
+        find_label_issues(labels, probs, method="confident")
+    with pytest.raises(DataError, match="'confident_learning' needs pred_probs"):
+        find_label_issues(labels, scores=np.linspace(0, 1, 20), method="confident_learning")
+    with pytest.raises(ConfigError, match="return_indices_ranked_by must be one of"):
+        find_label_issues(labels, probs, return_indices_ranked_by="margin")
     with pytest.raises(ConfigError, match="unknown option"):
         find_label_issues(labels, probs, method="otsu_s", noise_rate=0.2)
     with pytest.raises(ConfigError, match="noise_rate"):

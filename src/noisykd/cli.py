@@ -203,8 +203,11 @@ def train_cmd(
     resume: Optional[Path] = typer.Option(None, help="continue the run in this folder (or from this checkpoint), "
                                           "writing to that folder"),
     extend: bool = typer.Option(False, help="with --resume and --epochs: train on past the run's planned end"),
+    threads: Optional[int] = typer.Option(None, help="CPU threads of torch (default: every core)"),
+    print_config: bool = typer.Option(False, "--print-config", help="print the resolved config (YAML) and stop"),
 ) -> None:
-    """Train a method; writes config, metrics, checkpoints, per-sample outputs and plots to the output folder."""
+    """Train a method; writes config, metrics, checkpoints, per-sample outputs and plots to the output folder
+    (default: runs/<date-time>-<method>-<data>)."""
     from .config import from_dict, load_config
     from .engine import Trainer
     from .engine.checkpoint import find_resume_checkpoint, load_checkpoint, run_folder_of
@@ -222,17 +225,33 @@ def train_cmd(
         saved = dict(state["config"], out_dir=str(run_folder_of(resume)))
         if device is not None:
             saved["device"] = device
+        if threads is not None:
+            saved["threads"] = threads
         if epochs is not None:
             saved["optim"] = dict(saved["optim"], epochs=epochs)
-        result = Trainer(from_dict(saved).validate()).run(resume=resume, extend=extend)
+        cfg = from_dict(saved).validate()
+        if print_config:
+            _print_config(cfg)
+            return
+        result = Trainer(cfg).run(resume=resume, extend=extend)
     else:
         flags = {"method": method, "data.spec": data, "data.labels": labels, "data.noise": noise,
-                 "model.name": model, "optim.epochs": epochs, "seed": seed, "device": device,
+                 "model.name": model, "optim.epochs": epochs, "seed": seed, "device": device, "threads": threads,
                  "out_dir": str(out) if out else None}
         sets = [f"{k}={v}" for k, v in flags.items() if v is not None]
         cfg = load_config(config, sets + list(overrides))
+        if print_config:
+            _print_config(cfg)
+            return
         result = Trainer(cfg).run()
     _print_summary(result.summary, result.out_dir)
+
+
+def _print_config(cfg) -> None:
+    """The resolved config as YAML (what ``config.yaml`` of the run will hold; out_dir empty = chosen at start)."""
+    import yaml
+
+    print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
 
 
 def _print_summary(summary: dict, out_dir: Path) -> None:
@@ -270,12 +289,39 @@ def eval_cmd(
     console.print(table)
 
 
+@app.command("predict")
+@friendly_errors
+def predict_cmd(
+    target: Path = typer.Argument(..., help="run folder or checkpoint file"),
+    data: str = typer.Option(..., help="images: a data spec (e.g. folder:ROOT, npz:FILE) or a folder of image files"),
+    out: Path = typer.Option(Path("predictions.csv"), "--out", "-o", help="CSV of the top classes (and .npz of "
+                             "all probabilities next to it)"),
+    top_k: int = typer.Option(3, help="classes per image in the CSV"),
+    best: bool = typer.Option(False, help="use checkpoints/best.pt (best noisy-validation epoch)"),
+) -> None:
+    """Class probabilities of the run's network for any images: OUT.csv (top-k classes) and OUT.npz
+    (pred_probs N x C, for cleanlab or your own analysis)."""
+    from .predict import predict
+
+    if out.exists():
+        raise typer.BadParameter(f"{out} exists; choose another --out (noisykd never overwrites your files)")
+    if top_k < 1:
+        raise typer.BadParameter("--top-k must be >= 1")
+    predictions = predict(target, data, best=best)
+    predictions.write(out, top_k)
+    console.print(f"{len(predictions.index):,} images; wrote {out} and {out.with_suffix('.npz')}")
+
+
 @app.command("detect")
 @friendly_errors
 def detect_cmd(
     run: Path = typer.Argument(..., help="a finished run folder; trained first (with the options below) if it "
                                "holds no run yet"),
-    detector: str = typer.Option("auto", help="auto (the run's own rule), otsu_mu1, otsu_s, otsu_mu2, gmm, argmax"),
+    detector: str = typer.Option("auto", help="auto (the run's own rule), otsu_mu1, otsu_s, otsu_mu2, gmm, argmax, "
+                                 "confident_learning (cleanlab)"),
+    verified: Optional[Path] = typer.Option(None, help="CSV of verified labels (index or path, label): score "
+                                            "against these samples only"),
+    overwrite: bool = typer.Option(False, help="replace this detector's earlier results in RUN"),
     method: Optional[str] = typer.Option(None, help="method to train when RUN holds no run (default bkd)"),
     data: Optional[str] = typer.Option(None, help="data spec to train on when RUN holds no run (default digits)"),
     labels: Optional[str] = typer.Option(None, help="label-set spec, e.g. cifar10n:FILE:worst"),
@@ -283,49 +329,96 @@ def detect_cmd(
     overrides: List[str] = typer.Option([], "--set", "-s", help="config override for training: key=value"),
     top: int = typer.Option(10, help="show this many most-likely-wrong labels"),
 ) -> None:
-    """Rank the training labels by how likely they are wrong; write RUN/label_issues.csv (most likely wrong
-    first) and, when the true labels are known, precision / recall / F1 / AUROC / AUPRC."""
+    """Rank the training labels by how likely they are wrong: RUN/label_issues-DETECTOR.csv (file, given and
+    suggested class, score; most likely wrong first) and RUN/detection-DETECTOR.json (precision / recall / F1 /
+    AUROC against the truth when it is known, or against --verified labels)."""
     from .detect.from_run import detect_from_run
     from .engine.runfolder import RunFolder
+    from .engine.report import write_json
 
     state = RunFolder(run).state()
     if state != "finished":
-        from .config import apply_overrides, from_dict, load_config
-        from .engine import Trainer
-        from .engine.checkpoint import find_resume_checkpoint, load_checkpoint
-
-        given = {"method": method, "data.spec": data, "data.noise": noise, "data.labels": labels}
-        sets = [f"{k}={v}" for k, v in given.items() if v is not None] + list(overrides)
-        if state == "resumable":  # its own config, changed only where asked (and then refused, naming the keys)
-            console.print(f"{run} holds an unfinished run: continuing it first")
-            saved = load_checkpoint(find_resume_checkpoint(run))["config"]
-            cfg = from_dict(apply_overrides({**saved, "out_dir": str(run)}, sets)).validate()
-            Trainer(cfg).run(resume=True)
-        else:
-            defaults = [f"method={method or 'bkd'}", f"data.spec={data or 'digits'}", f"data.noise={noise or 'none'}"]
-            cfg = load_config(overrides=defaults + sets + [f"out_dir={run}"])
-            console.print(f"no finished run in {run}: training {cfg.method} on {cfg.data.spec} first")
-            Trainer(cfg).run()
-    found = detect_from_run(run, detector)
-    found.write_csv(run / "label_issues.csv")
+        _train_for_detect(run, state, method, data, noise, labels, overrides)
+    found = detect_from_run(run, detector, verified=verified)
+    name = found.detector.replace("/", "-")
+    csv_path, json_path = run / f"label_issues-{name}.csv", run / f"detection-{name}.json"
+    if csv_path.exists() and not overwrite:
+        raise typer.BadParameter(f"{csv_path} exists (an earlier detect with this detector); pass --overwrite to "
+                                 "replace it")
+    found.write_csv(csv_path)
+    write_json(found.summary(), json_path)
     n, flagged = len(found.index), int(found.flagged.sum())
-    console.print(f"detector: {found.detector} (scores: {found.score_source}); flagged {flagged:,} of {n:,} "
-                  f"training labels ({100 * flagged / max(n, 1):.1f}%)")
-    table = Table("rank", "index", "given", "suggested", "noise score", "flagged",
+    console.print(f"detector: {found.detector} ({found.rule}); flagged {flagged:,} of {n:,} training labels "
+                  f"({100 * flagged / max(n, 1):.1f}%)", highlight=False)
+    if found.note:
+        console.print(f"note: {found.note}", highlight=False)
+    table = Table("rank", "sample", "given", "suggested", "noise score", "flagged",
                   title=f"the {top} labels most likely wrong")
     for rank, i in enumerate(found.ranking()[:top], 1):
-        table.add_row(str(rank), str(found.index[i]), str(found.given_label[i]), str(found.suggested_label[i]),
-                      f"{found.noise_score[i]:.3f}", "yes" if found.flagged[i] else "no")
+        sample = str(found.path[i]) if found.path is not None else str(found.index[i])
+        table.add_row(str(rank), escape(sample), escape(found.class_name(int(found.given_label[i]))),
+                      escape(found.class_name(int(found.suggested_label[i]))), f"{found.noise_score[i]:.3f}",
+                      "yes" if found.flagged[i] else "no")
     console.print(table)
     if found.metrics is not None:
         m = found.metrics
         auroc = "-" if m.get("auroc") is None else f"{m['auroc']:.3f}"
-        console.print(f"against the true labels: F1 {100 * m['f1']:.2f}%  precision {100 * m['precision']:.2f}%  "
-                      f"recall {100 * m['recall']:.2f}%  AUROC {auroc}")
-        from .engine.report import write_json
+        console.print(f"against {found.truth}: F1 {100 * m['f1']:.2f}%  precision {100 * m['precision']:.2f}%  "
+                      f"recall {100 * m['recall']:.2f}%  AUROC {auroc}", highlight=False)
+    else:
+        console.print("the true labels are unknown: no precision or recall (give --verified FILE.csv with labels "
+                      "you checked)")
+    if found.noise_matrix is not None and len(found.classes) <= 20:
+        matrix = Table("true \\ given", *[escape(c[:8]) for c in found.classes],
+                       title="estimated noise transition matrix (confident learning; rows: true class)")
+        for c, row in zip(found.classes, found.noise_matrix):
+            matrix.add_row(escape(c[:12]), *[f"{v:.2f}" if v >= 0.005 else "." for v in row])
+        console.print(matrix)
+    console.print(f"wrote {csv_path} and {json_path}")
 
-        write_json({"detector": found.detector, "score_source": found.score_source, **m}, run / "detection.json")
-    console.print(f"wrote {run / 'label_issues.csv'}")
+
+@app.command("clean")
+@friendly_errors
+def clean_cmd(
+    run: Path = typer.Argument(..., help="a finished run folder"),
+    out: Path = typer.Option(..., "--out", "-o", help="a new (or empty) folder for the cleaned data"),
+    action: str = typer.Option("review", help="drop the flagged samples, relabel them to the suggested class, or "
+                               "review: keep every label and mark the suspects"),
+    detector: str = typer.Option("auto", help="as for noisykd detect"),
+    top: int = typer.Option(24, help="images in the gallery of suspects (0: none)"),
+    verified: Optional[Path] = typer.Option(None, help="CSV of verified labels, as for noisykd detect"),
+) -> None:
+    """Write a cleaned copy of the run's data (a CSV manifest for folder sources, an npz otherwise) and
+    suspects.png, the top suspects with their given and suggested classes; the original files stay untouched."""
+    from .clean import clean_run
+
+    result = clean_run(run, out, action=action, detector=detector, top=top, verified=verified)
+    what = {"drop": f"dropped {result.flagged:,} flagged samples, kept {result.kept:,}",
+            "relabel": f"relabelled {result.relabelled:,} flagged samples to their suggested class",
+            "review": f"marked {result.flagged:,} suspects (columns suspect, suggested, noise_score)"}[action]
+    console.print(f"{what}; wrote {result.data_file}" + (f" and {result.gallery}" if result.gallery else ""),
+                  highlight=False)
+    reader = "folder" if result.data_file.suffix == ".csv" else "npz"
+    console.print(f"train on it with: noisykd train --data {reader}:{result.data_file} ...", highlight=False)
+
+
+def _train_for_detect(run: Path, state: str, method, data, noise, labels, overrides) -> None:
+    """Finish (or start) the run that ``noisykd detect RUN`` needs."""
+    from .config import apply_overrides, from_dict, load_config
+    from .engine import Trainer
+    from .engine.checkpoint import find_resume_checkpoint, load_checkpoint
+
+    given = {"method": method, "data.spec": data, "data.noise": noise, "data.labels": labels}
+    sets = [f"{k}={v}" for k, v in given.items() if v is not None] + list(overrides)
+    if state == "resumable":  # its own config, changed only where asked (and then refused, naming the keys)
+        console.print(f"{run} holds an unfinished run: continuing it first")
+        saved = load_checkpoint(find_resume_checkpoint(run))["config"]
+        Trainer(from_dict(apply_overrides({**saved, "out_dir": str(run)}, sets)).validate()).run(resume=True)
+        return
+    defaults = [f"method={method or 'bkd'}", f"data.spec={data or 'digits'}", f"data.noise={noise or 'none'}"]
+    cfg = load_config(overrides=defaults + sets + [f"out_dir={run}"])
+    console.print(f"no finished run in {run}: training {cfg.method} on {cfg.data.spec} first")
+    Trainer(cfg).run()
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -155,6 +155,25 @@ class AugmentConfig:
 
 
 @dataclass
+class LogConfig:
+    """Where a run's progress goes besides metrics.csv and train.log.
+
+    tensorboard: also write every epoch's metrics as TensorBoard scalars under ``RUN/tensorboard`` (needs the
+                 tensorboard package; ``pip install tensorboard``).
+    """
+
+    tensorboard: bool = False
+
+    def validate(self) -> None:
+        if self.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+            except ImportError:
+                raise ConfigError("log.tensorboard=true needs the tensorboard package: python -m pip install "
+                                  "tensorboard") from None
+
+
+@dataclass
 class PaperResult:
     """What a paper reports for a setting (the ``expected`` block of a shipped config), in percent, with where
     it is printed; ``noisykd reproduce`` puts our numbers next to it.
@@ -196,6 +215,12 @@ class RunConfig:
     eval_every: evaluate on the test and validation splits every this many epochs (and always at the last);
              model selection (best noisy-val, best test) then chooses among the evaluated epochs.
     expected: the paper's numbers for this setting (shipped configs), or None; training ignores it.
+    threads: CPU threads of torch (``torch.set_num_threads``) during the run; None: torch's default (every
+             core). Measured: the demo took 67 s with 2 threads and 87 s with 1 on this project's 2-core Intel
+             Xeon, while on an earlier 2-core machine 1 thread was faster for small_cnn (20.4 s against 26.3 s
+             for 30 epochs): it depends on the machine, so the default stays torch's. The thread count can change
+             the last digits of a result (float sums in another order).
+    out_dir: the run folder; empty: ``runs/<date-time>-<method>-<data>``, chosen when the run starts.
     """
 
     method: str = "ce"
@@ -212,7 +237,9 @@ class RunConfig:
     data_on_device: str = "auto"
     eval_batch_size: int = 1024
     eval_every: int = 1
-    out_dir: str = "runs/run"
+    threads: int | None = None
+    out_dir: str = ""
+    log: LogConfig = field(default_factory=LogConfig)
     expected: PaperResult | None = None
 
     def validate(self) -> "RunConfig":
@@ -226,6 +253,9 @@ class RunConfig:
         self.augment.validate()
         if self.expected is not None:
             self.expected.validate()
+        self.log.validate()
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be >= 1 or null, got {self.threads}")
         parse_method_args(self.method, self.method_args, epochs=self.optim.epochs)
         check_model_options(self.model.name, self.model.kwargs)
         _check_seed("seed", self.seed)

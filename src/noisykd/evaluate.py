@@ -40,7 +40,7 @@ def evaluate_checkpoint(target: str | Path, data_spec: str | None = None, best: 
             data = dataclasses.replace(data, dataset=dataclasses.replace(data.dataset, normalization=trained_with))
         trained_on = state.get("data_shape")
         shape = {"image_shape": list(data.dataset.image_shape), "num_classes": data.num_classes}
-        if trained_on is not None and trained_on != shape:
+        if trained_on is not None and {k: trained_on[k] for k in shape} != shape:
             raise DataError(f"{data_spec}: {_shape(shape)}, but the network was trained on {_shape(trained_on)}")
     trainer = Trainer(cfg, data=data, progress=False)
     trainer.build()

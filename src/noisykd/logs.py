@@ -27,19 +27,27 @@ def log_to_stderr(level: int = logging.INFO) -> None:
     """Show noisykd's messages of ``level`` and above (INFO: a line per epoch, resumptions, fallbacks) on stderr;
     idempotent."""
     logger = logging.getLogger(LOGGER)
-    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
-        logger.addHandler(_StderrHandler())
+    handler = next((h for h in logger.handlers if isinstance(h, _StderrHandler)), None)
+    if handler is None:
+        handler = _StderrHandler()
+        logger.addHandler(handler)
         logger.propagate = False
-    logger.setLevel(level)
+    handler.setLevel(level)
+    if logger.getEffectiveLevel() > level:
+        logger.setLevel(level)
 
 
 @contextlib.contextmanager
 def silenced(level: int = logging.WARNING) -> Iterator[None]:
-    """Within the block, only messages of ``level`` and above (warnings, by default) are shown."""
+    """Within the block, only messages of ``level`` and above (warnings, by default) reach the console; a run's
+    own ``train.log`` still gets everything."""
     logger = logging.getLogger(LOGGER)
-    previous = logger.level
-    logger.setLevel(level)
+    handlers = [h for h in logger.handlers if isinstance(h, _StderrHandler)]
+    previous = [h.level for h in handlers]
+    for h in handlers:
+        h.setLevel(max(h.level, level))
     try:
         yield
     finally:
-        logger.setLevel(previous)
+        for h, old in zip(handlers, previous):
+            h.setLevel(old)

@@ -52,6 +52,9 @@ class ImageDataset:
 
     normalization: the constants its images are normalised with when the source prescribes them (CIFAR's
     standard values), else None: a run then uses its training images' own statistics.
+    labels_are_truth: True for the curated benchmark sets (digits, CIFAR, MNIST, Fashion-MNIST), whose labels
+    are the ground truth against which synthetic noise is scored; False for the user's own data (``folder:``,
+    ``npz:``), whose given labels may themselves be wrong: their noise is then unknown, not 0%.
     """
 
     name: str
@@ -60,6 +63,7 @@ class ImageDataset:
     test: ImageSplit | None = None
     meta: dict = field(default_factory=dict)
     normalization: Normalization | None = None
+    labels_are_truth: bool = True
 
     @property
     def num_classes(self) -> int:

@@ -1,4 +1,10 @@
-"""Wrong-label detection from a finished training run's per-sample outputs (``RUN/samples.npz``)."""
+"""Wrong-label detection from a finished training run's per-sample outputs (``RUN/samples.npz``).
+
+Reads only the standard columns every run writes (``noisykd.engine.outputs``): the given labels, the run's
+noise score, flags and groups, the final class probabilities (``pred_probs``), and the image files of folder
+and CSV sources. The truth comes from the run when it knows it (synthetic noise, CIFAR-N), or from a CSV of
+verified labels for some samples; otherwise no precision or recall is claimed.
+"""
 
 from __future__ import annotations
 
@@ -13,88 +19,178 @@ import numpy as np
 
 from ..engine.runfolder import FINISHED
 from ..errors import DataError
-from .issues import CSV_COLUMNS, find_label_issues
+from .issues import estimate_noise_matrix, find_label_issues, most_likely_other
 from .metrics import detection_metrics
 
-DETECTORS = ("auto", "otsu_mu1", "otsu_s", "otsu_mu2", "gmm", "argmax")
+DETECTORS = ("auto", "otsu_mu1", "otsu_s", "otsu_mu2", "gmm", "argmax", "confident_learning")
+CSV_HEADER = ("rank", "index", "path", "given_label", "given_class", "suggested_label", "suggested_class",
+              "noise_score", "group", "flagged")
 
 
 @dataclass(frozen=True)
 class RunDetection:
-    """Per training sample (arrays aligned with ``index``): given and suggested label, noise score (higher =
-    more likely wrong), Otsu group (-1 when none), flag; ``metrics`` when the truth is known."""
+    """Per training sample (arrays aligned with ``index``): the image file (or None), given label, suggested
+    label (the most likely *other* class), noise score (higher = more likely wrong), Otsu group (-1: none) and
+    flag; the detector, its rule and a note; ``truth`` says what the metrics are measured against (or that
+    the truth is unknown); ``noise_matrix`` is the estimated transition matrix (rows: true class, columns:
+    given label) when the run saved its class probabilities."""
 
     detector: str
-    score_source: str
+    rule: str
+    note: str
+    classes: tuple[str, ...]
     index: np.ndarray
+    path: np.ndarray | None
     given_label: np.ndarray
     suggested_label: np.ndarray
     noise_score: np.ndarray
     group: np.ndarray
     flagged: np.ndarray
+    truth: str
     metrics: dict | None
+    noise_matrix: np.ndarray | None
 
     def ranking(self) -> np.ndarray:
         """Positions, most likely wrong first (ties by index)."""
         return np.lexsort((self.index, -self.noise_score))
 
+    def class_name(self, label: int) -> str:
+        return self.classes[label] if 0 <= label < len(self.classes) else str(label)
+
     def write_csv(self, path: str | Path) -> None:
-        """index, given_label, suggested_label, noise_score, group, flagged; most likely wrong first."""
+        """One row per training sample, most likely wrong first (:data:`CSV_HEADER`), after a ``#`` line that
+        names the detector, its rule and any note (read it with ``pandas.read_csv(path, comment="#")``)."""
         tmp = Path(str(path) + ".tmp")
         with open(tmp, "w", newline="") as f:
+            f.write(f"# detector {self.detector}: {self.rule}{'; ' + self.note if self.note else ''}\n")
             writer = csv.writer(f)
-            writer.writerow(CSV_COLUMNS)
-            for i in self.ranking():
-                writer.writerow([int(self.index[i]), int(self.given_label[i]), int(self.suggested_label[i]),
-                                 f"{float(self.noise_score[i]):.6f}",
-                                 "" if self.group[i] < 0 else int(self.group[i]), int(self.flagged[i])])
+            writer.writerow(CSV_HEADER)
+            for rank, i in enumerate(self.ranking(), 1):
+                given, suggested = int(self.given_label[i]), int(self.suggested_label[i])
+                writer.writerow([rank, int(self.index[i]), "" if self.path is None else self.path[i], given,
+                                 self.class_name(given), suggested, self.class_name(suggested),
+                                 f"{float(self.noise_score[i]):.6f}", "" if self.group[i] < 0 else int(self.group[i]),
+                                 int(self.flagged[i])])
         os.replace(tmp, path)
 
+    def summary(self) -> dict:
+        """What ``detection-DETECTOR.json`` holds."""
+        return {"detector": self.detector, "rule": self.rule, "note": self.note, "truth": self.truth,
+                "n": int(len(self.index)), "n_flagged": int(self.flagged.sum()),
+                "metrics": self.metrics, "classes": list(self.classes),
+                "estimated_noise_matrix": None if self.noise_matrix is None else np.round(self.noise_matrix, 4).tolist()}
 
-def detect_from_run(run_dir: str | Path, detector: str = "auto", seed: int = 0) -> RunDetection:
-    """Apply ``detector`` to the per-sample outputs of a run (``samples.npz``, standard columns only).
+
+def detect_from_run(run_dir: str | Path, detector: str = "auto", seed: int = 0,
+                    verified: str | Path | None = None) -> RunDetection:
+    """Apply ``detector`` to the per-sample outputs of a finished run.
 
     "auto" keeps the run's own decision (the method's detector, e.g. BKD's P_A < mu1 at the fitting epoch, or
-    the GMM on the final loss for methods without one). The others re-decide from the run's clean score,
-    1 - ``noise_score`` (BKD: its P_A of the given label at the fitting epoch; others: the final model's
-    probability of the given label).
+    the GMM on the final loss for methods without one). The Otsu and GMM rules re-decide from the run's clean
+    score, 1 - ``noise_score``; "argmax" and "confident_learning" (cleanlab) use the final class probabilities.
+    ``verified``: a CSV of true labels for some samples (columns ``index`` or ``path``, and ``label``, a class
+    name or id); the metrics are then measured on those samples only.
     """
     if detector not in DETECTORS:
         raise DataError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}")
-    path = Path(run_dir) / "samples.npz"
-    if not (Path(run_dir) / FINISHED).is_file():
+    run_dir = Path(run_dir)
+    if not (run_dir / FINISHED).is_file():
         raise DataError(f"{run_dir}: not a finished noisykd run (no {FINISHED}); continue an interrupted run with "
                         f"noisykd train --resume {run_dir}")
-    samples = _read_samples(path)
+    samples = _read_samples(run_dir / "samples.npz")
     missing = sorted({"given_label", "noise_score", "flagged", "index"} - set(samples))
     if missing:
-        raise DataError(f"{path}: no column(s) {missing}; was the run made by another version of noisykd?")
+        raise DataError(f"{run_dir / 'samples.npz'}: no column(s) {missing}; was the run made by another version of "
+                        "noisykd?")
+    summary = _read_summary(run_dir / "summary.json")
     in_train = samples["in_train"] == 1 if "in_train" in samples else samples["flagged"] >= 0
     rows = np.flatnonzero(in_train)
     given = samples["given_label"][rows]
-    suggested = samples["suggested_label" if "suggested_label" in samples else "predicted_label"][rows]
-    group = samples["group"][rows] if "group" in samples else np.full(len(rows), -1)
-    summary = _read_summary(Path(run_dir) / "summary.json")
+    probs = samples["pred_probs"][rows].astype(np.float64) if "pred_probs" in samples else None
+    num_classes = probs.shape[1] if probs is not None else int(given.max()) + 1
+    classes = tuple(summary.get("classes") or (str(c) for c in range(num_classes)))
     own = summary.get("detection") or {}
+    group = samples["group"][rows] if "group" in samples else np.full(len(rows), -1)
     if detector == "auto":
         flagged = samples["flagged"][rows] == 1
-        noise_score = samples["noise_score"][rows]
-        name, source = own.get("detector", "auto"), own.get("rule", "the run's own rule")
+        noise_score = samples["noise_score"][rows].astype(np.float64)
+        name, rule, note = own.get("detector", "the run's own"), own.get("rule", ""), own.get("note", "")
     else:
-        clean_score = 1.0 - samples["noise_score"][rows].astype(np.float64)
-        issues = find_label_issues(given, scores=np.clip(clean_score, 0, 1), method=detector, seed=seed)
+        if detector in ("argmax", "confident_learning") and probs is None:
+            raise DataError(f"{run_dir}: detector {detector!r} needs the run's class probabilities (pred_probs), "
+                            "which this run did not save")
+        clean_score = np.clip(1.0 - samples["noise_score"][rows].astype(np.float64), 0, 1)
+        issues = find_label_issues(given, probs if detector in ("argmax", "confident_learning") else None,
+                                   scores=clean_score, method=detector, seed=seed)
         flagged, noise_score = issues.is_label_issue, issues.noise_score
         group = issues.group if issues.group is not None else np.full(len(rows), -1)
-        name, source = detector, f"re-decided from the run's clean score ({own.get('detector', 'unknown')})"
-    metrics = None
+        name, rule = detector, f"{issues.thresholds.get('rule', detector)}, re-decided from the run's scores"
+        note = ""
+    suggested = samples["suggested_label" if "suggested_label" in samples else "predicted_label"][rows]
+    if probs is not None:  # a suggestion is another class than the given one
+        suggested = np.where(suggested != given, suggested, most_likely_other(given, probs))
+    paths = samples["path"][rows] if "path" in samples else None
+    truth, metrics = _truth_and_metrics(samples, rows, given, flagged, noise_score, classes, paths, verified)
+    return RunDetection(name, rule, note, classes, samples["index"][rows], paths, given, suggested.astype(np.int64),
+                        noise_score.astype(np.float64), np.asarray(group, dtype=np.int64),
+                        np.asarray(flagged, dtype=np.int64), truth, metrics,
+                        None if probs is None else estimate_noise_matrix(given, probs))
+
+
+def _truth_and_metrics(samples, rows, given, flagged, noise_score, classes, paths, verified):
+    if verified is not None:
+        truth_labels = read_verified(verified, samples["index"][rows], paths, classes)
+        known = truth_labels >= 0
+        if not known.any():
+            raise DataError(f"{verified}: none of its samples is a training sample of this run")
+        is_noisy = given[known] != truth_labels[known]
+        metrics = detection_metrics(is_noisy, np.asarray(flagged, dtype=bool)[known], noise_score[known])
+        return f"{int(known.sum())} verified labels ({verified})", metrics
     if "is_noisy" in samples:
-        metrics = detection_metrics(samples["is_noisy"][rows].astype(bool), flagged, noise_score)
-    return RunDetection(name, source, samples["index"][rows], given, suggested, noise_score.astype(np.float64),
-                        np.asarray(group, dtype=np.int64), np.asarray(flagged, dtype=np.int64), metrics)
+        return "known (the run's clean labels)", detection_metrics(samples["is_noisy"][rows].astype(bool),
+                                                                  np.asarray(flagged, dtype=bool), noise_score)
+    return "unknown", None
+
+
+def read_verified(path: str | Path, index: np.ndarray, paths: np.ndarray | None,
+                  classes: tuple[str, ...]) -> np.ndarray:
+    """True labels from a CSV (columns ``index`` or ``path``, and ``label``: a class name or id), aligned with
+    ``index``: int64, -1 where the CSV says nothing. Errors name the file and line."""
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            fields = [c.strip().lower() for c in reader.fieldnames or []]
+            reader.fieldnames = fields
+            rows = [(reader.line_num, row) for row in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{path}: cannot read the verified labels: {e}") from None
+    key = "index" if "index" in fields else "path" if "path" in fields else None
+    if key is None or "label" not in fields:
+        raise DataError(f"{path}: needs the columns 'label' and 'index' (or 'path'), found {fields}")
+    if key == "path" and paths is None:
+        raise DataError(f"{path}: identifies samples by path, but this run's data has no image files; use 'index'")
+    position = ({int(i): p for p, i in enumerate(index)} if key == "index"
+                else {os.path.realpath(str(x)): p for p, x in enumerate(paths)})
+    by_name = {name: c for c, name in enumerate(classes)}
+    out = np.full(len(index), -1, dtype=np.int64)
+    for line, row in rows:
+        ident, label = (row.get(key) or "").strip(), (row.get("label") or "").strip()
+        try:
+            where = position[int(ident)] if key == "index" else position[os.path.realpath(ident)]
+        except (KeyError, ValueError):
+            raise DataError(f"{path}, line {line}: {key} {ident!r} is not a training sample of this run") from None
+        if label in by_name:
+            out[where] = by_name[label]
+        elif label.isdigit() and int(label) < len(classes):
+            out[where] = int(label)
+        else:
+            raise DataError(f"{path}, line {line}: label {label!r} is not a class of this run ({', '.join(classes)})")
+    return out
 
 
 def _read_samples(path: Path) -> dict[str, np.ndarray]:
-    """The per-sample arrays, numeric only (no pickled objects); a damaged file is one DataError."""
+    """The per-sample arrays, numeric only (and the image paths as strings); a damaged file is one DataError."""
     if not path.is_file():
         raise DataError(f"{path}: no per-sample outputs; is {path.parent} a finished noisykd run?")
     try:
@@ -106,7 +202,7 @@ def _read_samples(path: Path) -> dict[str, np.ndarray]:
         raise DataError(f"{path}: damaged ({e})") from None
     except (OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
         raise DataError(f"{path}: damaged or truncated ({type(e).__name__}: {e})") from None
-    bad = sorted(k for k, v in samples.items() if v.dtype.kind not in "biuf")
+    bad = sorted(k for k, v in samples.items() if v.dtype.kind not in ("U" if k == "path" else "biuf"))
     if bad:
         raise DataError(f"{path}: the column(s) {bad} are not numeric; not a run's own file")
     return samples

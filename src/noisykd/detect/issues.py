@@ -38,7 +38,10 @@ METHODS: dict[str, tuple[str, ...]] = {
     "gmm": ("max_iter", "tol", "reg_covar", "threshold"),
     "small_loss": ("noise_rate",),
     "argmax": (),
+    "confident_learning": ("filter_by",),
 }
+#: cleanlab's rankings for ``return_indices_ranked_by``, as scores in [0, 1] (higher = cleaner).
+RANKINGS = ("self_confidence", "normalized_margin", "confidence_weighted_entropy")
 #: Added to the score before the log in the "gmm" method's loss −log(score + eps).
 LOG_EPS = 1e-12
 CSV_COLUMNS = ("index", "given_label", "suggested_label", "noise_score", "group", "flagged")
@@ -108,6 +111,62 @@ class LabelIssues:
         return np.argsort(-self.noise_score, kind="stable")
 
 
+def _cleanlab_issues(labels: np.ndarray, probs: np.ndarray, filter_by: str) -> np.ndarray:
+    try:
+        from cleanlab.filter import find_label_issues as cleanlab_find
+    except ImportError:
+        raise ConfigError("method 'confident_learning' needs cleanlab: python -m pip install 'cleanlab>=2.6'") from None
+    return np.asarray(cleanlab_find(labels, probs, filter_by=filter_by), dtype=bool)
+
+
+def _ranking_score(name: str, labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """cleanlab's label-quality scores, in [0, 1], higher = cleaner (as in cleanlab.rank)."""
+    n = np.arange(len(labels))
+    p_given = probs[n, labels]
+    if name == "normalized_margin":
+        others = probs.copy()
+        others[n, labels] = -np.inf
+        return (p_given - others.max(axis=1) + 1) / 2
+    entropy = -(probs * np.log(np.clip(probs, 1e-12, 1))).sum(axis=1) / np.log(probs.shape[1])
+    return p_given * (1 - entropy)  # confidence_weighted_entropy, up to cleanlab's normalisation
+
+
+def most_likely_other(labels, pred_probs) -> np.ndarray:
+    """The most probable class other than the given label, per sample: int64 N (what to relabel a flagged sample
+    to; the arg-max itself may be the given label)."""
+    probs = np.array(_as_probs_2d(pred_probs, "pred_probs"), dtype=np.float64)
+    y = _as_labels(labels, "labels", num_classes=probs.shape[1])
+    probs[np.arange(len(y)), y] = -np.inf
+    return probs.argmax(axis=1).astype(np.int64)
+
+
+def estimate_noise_matrix(labels, pred_probs) -> np.ndarray:
+    """The noise transition matrix T, C x C, T[j, i] = P(given label = i | true class = j) (rows: true class,
+    columns: given label, as ``NoisyLabels.transition_matrix``), estimated by confident learning's calibrated
+    confident joint (Northcutt et al. 2021): a sample counts towards (given i, true j) when its probability of j
+    reaches class j's average self-confidence (the largest such j); counts are calibrated to the label totals.
+    Rows sum to 1 (a class with no confident sample gets the identity row).
+
+    Example: labels all correct and confident -> the identity matrix.
+    """
+    probs = _as_probs_2d(pred_probs, "pred_probs")
+    y = _as_labels(labels, "labels", num_classes=probs.shape[1])
+    c = probs.shape[1]
+    thresholds = np.array([probs[y == j, j].mean() if np.any(y == j) else 1.0 for j in range(c)])
+    above = probs >= thresholds[None, :]
+    confident = np.where(above, probs, -np.inf)
+    true_guess = confident.argmax(axis=1)
+    has_guess = above.any(axis=1)
+    joint = np.zeros((c, c))
+    np.add.at(joint, (y[has_guess], true_guess[has_guess]), 1)
+    totals = np.bincount(y, minlength=c).astype(np.float64)
+    row_sums = joint.sum(axis=1, keepdims=True)
+    joint = np.divide(joint * totals[:, None], row_sums, out=np.zeros_like(joint), where=row_sums > 0)
+    column_sums = joint.sum(axis=0, keepdims=True)
+    given_of_true = np.where(column_sums > 0, joint / np.where(column_sums > 0, column_sums, 1), np.eye(c))
+    return given_of_true.T
+
+
 def get_label_quality_scores(labels, pred_probs) -> np.ndarray:
     """The probability each sample's model gives its own label, ``pred_probs[i, labels[i]]``.
 
@@ -127,7 +186,8 @@ def get_label_quality_scores(labels, pred_probs) -> np.ndarray:
 
 
 def find_label_issues(labels, pred_probs=None, *, scores=None, method: str = "otsu_mu1",
-                      return_ranking: bool = True, seed: int = 0, **kwargs) -> LabelIssues:
+                      return_ranking: bool = True, seed: int = 0, return_indices_ranked_by: str | None = None,
+                      **kwargs) -> LabelIssues | np.ndarray:
     """Flag samples whose given label is probably wrong.
 
     Parameters
@@ -151,10 +211,17 @@ def find_label_issues(labels, pred_probs=None, *, scores=None, method: str = "ot
         probability < 0.5 (options ``max_iter``, ``tol``, ``reg_covar``, and ``threshold`` = 0.5).
         "small_loss": flag the ``noise_rate`` fraction (required keyword) with the smallest scores.
         "argmax": flag where argmax pred_probs != label (needs ``pred_probs``; cleanlab's simplest rule).
+        "confident_learning": cleanlab's ``find_label_issues`` (Northcutt et al. 2021; needs ``pred_probs``
+        and the optional cleanlab package; option ``filter_by``).
     return_ranking : bool
         Compute ``ranking`` (an O(N log N) sort); ``ranking`` is None otherwise.
     seed : int
         Seed of the "gmm" fit (ignored by the other methods).
+    return_indices_ranked_by : str, optional
+        As cleanlab's argument of that name: return only the indices of the flagged samples, most likely
+        wrong first, ranked by "self_confidence" (the score), "normalized_margin" or
+        "confidence_weighted_entropy" (the last two need ``pred_probs``), instead of a LabelIssues.
+        Without it the flags are ``issues.is_label_issue``, a boolean mask that indexes ``pred_probs``.
 
     Returns
     -------
@@ -196,8 +263,13 @@ def find_label_issues(labels, pred_probs=None, *, scores=None, method: str = "ot
         raise ConfigError(f"return_ranking must be True or False, got {return_ranking!r}")
     if pred_probs is None and scores is None:
         raise DataError("find_label_issues needs pred_probs (N x C) or scores (N, in [0, 1])")
-    if method == "argmax" and pred_probs is None:
-        raise DataError("method 'argmax' needs pred_probs (N x C): it flags argmax(pred_probs) != label")
+    if method in ("argmax", "confident_learning") and pred_probs is None:
+        raise DataError(f"method {method!r} needs pred_probs (N x C)")
+    if return_indices_ranked_by is not None and return_indices_ranked_by not in RANKINGS:
+        raise ConfigError(f"return_indices_ranked_by must be one of {', '.join(RANKINGS)} or None, got "
+                          f"{return_indices_ranked_by!r}")
+    if return_indices_ranked_by in RANKINGS[1:] and pred_probs is None:
+        raise DataError(f"return_indices_ranked_by={return_indices_ranked_by!r} needs pred_probs (N x C)")
 
     probs = None if pred_probs is None else _as_probs_2d(pred_probs, "pred_probs")
     y = _as_labels(labels, "labels", num_classes=None if probs is None else probs.shape[1])
@@ -232,10 +304,18 @@ def find_label_issues(labels, pred_probs=None, *, scores=None, method: str = "ot
         flagged = small_loss_mask(1.0 - score, kwargs["noise_rate"])
         thresholds = {"noise_rate": float(kwargs["noise_rate"]), "n_flagged": int(flagged.sum()),
                       "rule": "the noise_rate fraction with the smallest scores"}
+    elif method == "confident_learning":
+        flagged = _cleanlab_issues(y, probs, kwargs.get("filter_by", "prune_by_noise_rate"))
+        thresholds = {"rule": f"cleanlab.filter.find_label_issues (filter_by={kwargs.get('filter_by', 'prune_by_noise_rate')})"}
     else:  # argmax
         flagged = suggested != y
         thresholds = {"rule": "argmax(pred_probs) != label"}
 
+    if return_indices_ranked_by is not None:
+        rank_score = score if return_indices_ranked_by == "self_confidence" else _ranking_score(
+            return_indices_ranked_by, y, probs)
+        flagged_idx = np.flatnonzero(flagged)
+        return flagged_idx[np.argsort(rank_score[flagged_idx], kind="stable")]
     ranking = np.argsort(score, kind="stable") if return_ranking else None
     return LabelIssues(
         is_label_issue=np.asarray(flagged, dtype=bool), noise_score=1.0 - score, ranking=ranking,

@@ -5,7 +5,9 @@ Every column is an array by dataset index (length num_samples). The standard col
 without knowing any method: ``given_label``, ``clean_label`` and ``is_noisy`` (when the truth is known),
 ``predicted_label``, ``p_given`` and ``loss`` (the final model's), ``in_train`` (1 for the samples trained on),
 ``suggested_label``, ``noise_score`` (in [0, 1], higher = more likely wrong; NaN off the training set),
-``flagged`` (1 / 0; -1 off the training set) and ``group`` (-1 for none). The method's own columns follow.
+``flagged`` (1 / 0; -1 off the training set), ``group`` (-1 for none), ``path`` (the image file, for folder
+and CSV sources) and ``pred_probs`` (N x C, the final model's class probabilities, for other detectors and
+for cleanlab). The method's own columns follow.
 """
 
 from __future__ import annotations
@@ -29,16 +31,20 @@ DEFAULT_DETECTOR = "gmm_on_final_loss"
 
 @dataclass(frozen=True)
 class RunOutputs:
-    """The per-sample columns of a run and the detection they hold (name and rule of the detector)."""
+    """The per-sample columns of a run and the detection they hold (name and rule of the detector, and a note
+    when the method's own detector gave nothing)."""
 
     columns: dict[str, np.ndarray]
     detector: str
     rule: str
+    note: str = ""
 
     def detection_summary(self, train_rows: np.ndarray) -> dict:
         """Detector, rule and, when the truth is known, precision / recall / F1 / AUROC / AUPRC on the training
         samples (BKD Eqs. 10-12)."""
         out: dict = {"detector": self.detector, "rule": self.rule}
+        if self.note:
+            out["note"] = self.note
         if "is_noisy" in self.columns:
             c = self.columns
             out.update(detection_metrics(c["is_noisy"][train_rows].astype(bool), c["flagged"][train_rows] == 1,
@@ -59,6 +65,8 @@ def collect_outputs(data: PreparedData, train_logits: torch.Tensor, method_name:
         columns["is_noisy"] = data.noisy.is_noisy.astype(np.int64)
     rows_t = torch.from_numpy(rows)
     probs = F.softmax(train_logits, dim=1)
+    pred_probs = np.full((n, probs.shape[1]), np.nan, dtype=np.float32)  # the final model's class distribution
+    pred_probs[rows] = probs.numpy()
     given_t = torch.from_numpy(given)[rows_t]
     columns["predicted_label"] = _by_index(n, rows, probs.argmax(1).numpy(), -1, np.int64)
     columns["p_given"] = _by_index(n, rows, probs.gather(1, given_t[:, None])[:, 0].numpy(), np.nan, np.float32)
@@ -67,14 +75,17 @@ def collect_outputs(data: PreparedData, train_logits: torch.Tensor, method_name:
     in_train = np.zeros(n, dtype=np.int64)
     in_train[rows] = 1
     columns["in_train"] = in_train
+    files = data.dataset.meta.get("train_files")
+    if files is not None and len(files) == n:  # folder / CSV sources: the image file of every index
+        columns["path"] = np.asarray(files, dtype=str)
 
     _check_lengths(method_name, outputs, n)
     columns["suggested_label"] = (np.asarray(outputs.suggested_label, dtype=np.int64)
                                   if outputs.suggested_label is not None else columns["predicted_label"])
     detection = outputs.detection
     if detection is None:
-        log.info(f"{method_name} has no wrong-label detector of its own: flagging with DivideMix's "
-                 "2-component GMM on the final per-sample loss")
+        why = outputs.note or f"{method_name} has no wrong-label detector of its own"
+        log.info(f"{why}: flagging with DivideMix's 2-component GMM on the final per-sample loss")
         detection = _default_detection(given, columns["p_given"], rows, seed)
     _check_scores(method_name, detection, rows)
     noise_score = np.asarray(detection.noise_score, dtype=np.float32)
@@ -84,11 +95,12 @@ def collect_outputs(data: PreparedData, train_logits: torch.Tensor, method_name:
     columns["flagged"] = flagged
     columns["group"] = (np.asarray(outputs.group, dtype=np.int64) if outputs.group is not None
                         else np.full(n, -1, dtype=np.int64))
+    columns["pred_probs"] = pred_probs
     for name, values in outputs.columns.items():
         if name in columns:
             raise ContractError(f"{method_name}.sample_outputs: column {name!r} is one of the engine's own")
         columns[name] = np.asarray(values)
-    return RunOutputs(columns, detection.detector, detection.rule)
+    return RunOutputs(columns, detection.detector, detection.rule, outputs.note)
 
 
 def _default_detection(given: np.ndarray, p_given: np.ndarray, rows: np.ndarray, seed: int) -> Detection:

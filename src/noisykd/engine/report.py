@@ -60,6 +60,7 @@ def run_summary(config, data, history: list[dict], detection: dict, method_summa
         "method": config.method,
         "model": config.model.name,
         "data": config.data.spec,
+        "classes": list(data.dataset.classes),
         "epochs": config.optim.epochs,
         "train_samples": len(data.train),
         "val_samples": len(data.val) if data.val is not None else 0,
@@ -73,6 +74,46 @@ def run_summary(config, data, history: list[dict], detection: dict, method_summa
         "median_img_per_s": float(np.median([r["img_per_s"] for r in history])),
         "device": device,
     }
+
+
+def session_info(device: str) -> dict:
+    """Where and how a run (or its resumption) ran: versions, command line, start time, threads, machine."""
+    import platform
+    import socket
+    import sys
+    from datetime import datetime, timezone
+
+    import torch
+
+    from .. import __version__
+
+    return {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": sys.argv,
+            "noisykd": __version__, "torch": torch.__version__, "python": platform.python_version(),
+            "machine": f"{platform.machine()} {cpu_model()}", "host": socket.gethostname(),
+            "torch_threads": torch.get_num_threads(), "device": device,
+            "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None}
+
+
+def append_session(path: Path, info: dict) -> None:
+    """Add a session to ``run_info.json`` (a run resumed twice has three)."""
+    sessions = []
+    if path.is_file():
+        try:
+            sessions = json.loads(path.read_text()).get("sessions", [])
+        except (json.JSONDecodeError, AttributeError):
+            sessions = []
+    write_json({"sessions": [*sessions, info]}, path)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (float results can depend on its kernels), or an empty string."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
 
 
 def write_json(obj: dict, path: Path) -> None:

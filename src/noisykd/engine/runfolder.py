@@ -28,7 +28,7 @@ from .checkpoint import has_checkpoint, output_error
 LOCK = ".lock"
 FINISHED = "finished.json"
 #: What a run writes before its first checkpoint: a folder holding only these may be started again.
-PRE_CHECKPOINT = frozenset({"config.yaml", "noisy_labels.npz", LOCK})
+PRE_CHECKPOINT = frozenset({"config.yaml", "noisy_labels.npz", "run_info.json", "train.log", "tensorboard", LOCK})
 
 
 class RunFolder:
@@ -79,7 +79,7 @@ class RunFolder:
         """Remove what a run killed before its first checkpoint left (config, noisy labels, cut temporary
         files); the lock stays."""
         for entry in self._entries():
-            if entry.name == "checkpoints":
+            if entry.name in ("checkpoints", "tensorboard"):
                 shutil.rmtree(entry, ignore_errors=True)
             elif entry.name in PRE_CHECKPOINT and entry.name != LOCK:
                 entry.unlink(missing_ok=True)

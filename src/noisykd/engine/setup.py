@@ -91,6 +91,9 @@ def choose_training_labels(cfg: DataConfig, dataset: ImageDataset) -> NoisyLabel
             raise ConfigError("data.labels and data.noise are both set: use a label set or synthetic noise, not both")
         labelset = load_labelset(cfg.labels, num_samples=n)
         return from_labelset(labelset, num_classes=c)
+    if cfg.noise in ("none", "") and not dataset.labels_are_truth:
+        # the user's own labels: they are what we train on, and whether they are right is what we do not know
+        return NoisyLabels(clean, clean=None, kind="given", params={"num_classes": int(c)})
     features = None
     if cfg.noise.startswith("instance"):
         # Xia et al.'s generator projects the flattened image; uint8 is scaled to [0, 1] there, in chunks.

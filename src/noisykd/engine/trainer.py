@@ -15,6 +15,7 @@ on a GPU up to the non-determinism of its kernels).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import shutil
@@ -87,6 +88,8 @@ class Trainer:
         self._data = data
         self.show_progress = sys.stderr.isatty() if progress is None else progress
         self.on_step = on_step
+        if not config.out_dir:
+            config.out_dir = str(default_run_dir(config))
         self.out_dir = Path(config.out_dir)
         self.schedule = LearningRateSchedule(config.optim)
 
@@ -109,11 +112,15 @@ class Trainer:
         folder = RunFolder(self.out_dir)
         folder.check_writable()
         existed = folder.path.exists()
-        with folder.lock():
+        with contextlib.ExitStack() as stack, folder.lock():
             checkpoint = self._resume_state(resume, extend) if resume else self._check_new_run(folder)
             try:
+                stack.enter_context(_torch_threads(self.config.threads))
                 self.build(checkpoint)
                 self._write_run_inputs(resumed=checkpoint is not None)
+                stack.enter_context(_log_to_file(self.out_dir / "train.log"))
+                if self.config.log.tensorboard:
+                    self.tensorboard = stack.enter_context(_tensorboard(self.out_dir / "tensorboard"))
                 folder.clear_finished()
                 self.method.on_train_start(resumed=checkpoint is not None)
                 for epoch in range(self.epoch, self.config.optim.epochs):
@@ -156,6 +163,7 @@ class Trainer:
             save_config(self.config, self.out_dir / "config.yaml")
             if not (resumed and (self.out_dir / "noisy_labels.npz").is_file()):
                 self.data.noisy.save(self.out_dir / "noisy_labels.npz")
+            report.append_session(self.out_dir / "run_info.json", report.session_info(str(self.device)))
         except OSError as e:
             raise output_error(e, self.out_dir) from None
 
@@ -287,6 +295,10 @@ class Trainer:
         self.epoch = epoch + 1
         self._checkpoint(row)
         log.info(epoch_line(row, cfg.optim.epochs))
+        if getattr(self, "tensorboard", None) is not None:
+            for key, value in row.items():
+                if isinstance(value, (int, float)) and key != "epoch":
+                    self.tensorboard.add_scalar(key, value, epoch + 1)
 
     # ------------------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -373,7 +385,8 @@ class Trainer:
             "config": self.config.to_dict(),
             "normalization": {"mean": list(self.data.normalization.mean), "std": list(self.data.normalization.std),
                               "source": self.data.normalization.source},
-            "data_shape": {"image_shape": list(self.data.dataset.image_shape), "num_classes": self.data.num_classes},
+            "data_shape": {"image_shape": list(self.data.dataset.image_shape), "num_classes": self.data.num_classes,
+                           "classes": list(self.data.dataset.classes)},
             "epoch": self.epoch,
             "step": self.step,
             **self.nets.state_dict(),
@@ -437,7 +450,45 @@ class Trainer:
 
 
 #: Config keys that may differ between a run and its resumption: where it runs and writes, not what it computes.
-RESUME_MAY_CHANGE = ("out_dir", "device", "data_on_device", "eval_batch_size", "expected")
+RESUME_MAY_CHANGE = ("out_dir", "device", "data_on_device", "eval_batch_size", "expected", "threads", "log")
+
+
+def default_run_dir(config: RunConfig, root: Path = Path("runs")) -> Path:
+    """``runs/<date-time>-<method>-<data>[-<label set>]``, unique (as timm names its output folders)."""
+    from datetime import datetime
+
+    data = config.data.spec.partition(":")[0]
+    if config.data.labels:
+        data += "-" + config.data.labels.rsplit(":", 1)[-1]
+    base = root / f"{datetime.now():%Y%m%d-%H%M%S}-{config.method}-{data}"
+    folder, n = base, 1
+    while folder.exists():
+        n += 1
+        folder = base.with_name(f"{base.name}-{n}")
+    return folder
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None):
+    """``torch.set_num_threads(threads)`` for the run, restored after it (a library leaves the process as it was)."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@contextlib.contextmanager
+def _tensorboard(folder: Path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(folder))
+    try:
+        yield writer
+    finally:
+        writer.close()
 
 
 def check_same_run(saved: dict, config: RunConfig, extend: bool = False, epochs_done: int = 0) -> None:
@@ -493,6 +544,24 @@ def _epoch_row(epoch: int, lr: float, reduced: dict) -> dict:
            "train_acc_clean": reduced["acc_clean"], "train_fit_wrong_labels": reduced["fit_wrong_labels"]}
     row.update({f"train_{k}": v for k, v in _method_metrics(reduced).items() if k != "loss"})
     return row
+
+
+@contextlib.contextmanager
+def _log_to_file(path: Path):
+    """The run's log lines also go to ``train.log`` in its folder (appended on resume), with their time."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    logger = logging.getLogger("noisykd")
+    previous = logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)  # the file keeps the epoch lines even when the console shows none
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+        handler.close()
 
 
 def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:

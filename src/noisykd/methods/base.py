@@ -258,12 +258,15 @@ class SampleOutputs:
     suggested_label: int, the label the method would give each sample; None: the final prediction's arg-max.
     group:           int, a group per sample (BKD's Otsu groups, MODUL's clean/closed/open), -1 for none.
     columns:         more per-sample arrays by name, written to samples.npz (and samples.csv when 1-D).
+    note:            why there is no detection although the method has a detector (e.g. BKD never split),
+                     said in the log, the summary and the label-issues file.
     """
 
     detection: Detection | None = None
     suggested_label: np.ndarray | None = None
     group: np.ndarray | None = None
     columns: dict[str, np.ndarray] = field(default_factory=dict)
+    note: str = ""
 
 
 @dataclass(frozen=True)

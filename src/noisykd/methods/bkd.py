@@ -273,7 +273,9 @@ class BlindKnowledgeDistillation(Method):
         """Detection: P_A(y|x) at the fitting epoch is the clean score; flagged below mu1 (by default).
         Per sample also its Otsu group, alpha and P_A(y|x). Nothing before the split."""
         if not self.split:
-            return SampleOutputs()
+            return SampleOutputs(note=f"bkd made no split: no tipping point within its {len(self.mean_max_student)} "
+                                      f"epochs (the fallback deadline is epoch {self.tipping_deadline}); train "
+                                      "longer, or set method_args.tipping_deadline")
         p_agree = self._p_agree_at_split()
         rule = self.args.detection_threshold
         threshold = self.split[rule]

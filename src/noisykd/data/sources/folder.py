@@ -232,4 +232,4 @@ def load_folder(root: str = "", *, resize: int | None = None) -> ImageDataset:
     meta = {"root": str(source), "train_files": tuple(str(p) for p in train.paths)}
     if test is not None:
         meta["test_files"] = tuple(str(p) for p in test.paths)
-    return ImageDataset(f"folder:{source.name}", classes, train_split, test_split, meta=meta)
+    return ImageDataset(f"folder:{source.name}", classes, train_split, test_split, meta=meta, labels_are_truth=False)

@@ -129,4 +129,4 @@ def load_npz(file: str = "") -> ImageDataset:
     if x_test is not None:
         y_test = validate_labels(y_test, k, source=f"{path}: array 'y_test'")
         test = make_split(x_test, y_test, k, source=f"{path}: array 'x_test'")
-    return ImageDataset(f"npz:{path.stem}", classes, train, test, meta={"root": str(path)})
+    return ImageDataset(f"npz:{path.stem}", classes, train, test, meta={"root": str(path)}, labels_are_truth=False)
