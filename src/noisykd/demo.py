@@ -1,4 +1,4 @@
-"""``noisykd demo``: the main job on built-in data, in about a minute on a 2-core CPU (67-75 s here).
+"""``noisykd demo``: the main job on built-in data, in about a minute on a 2-core CPU (66-75 s here).
 
 scikit-learn's 8x8 digits with 40% symmetric label noise (10% of the noisy training set held out as noisy
 validation, the CIFAR-N protocol); plain cross-entropy against the robust loss GCE and against BKD (with the
