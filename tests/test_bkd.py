@@ -270,3 +270,22 @@ def test_detect_cli_trains_first_when_needed(tmp_path):
     assert "gmm_on_final_loss" in result.output and (run / "label_issues-gmm_on_final_loss.csv").is_file()
     bad = CliRunner().invoke(app, ["detect", str(run), "--detector", "magic"])
     assert bad.exit_code == 2 and "unknown detector" in bad.output
+
+
+def test_a_bkd_run_too_short_to_split_says_so(tmp_path):
+    """No tipping point within 2 epochs (deadline 5): the GMM fallback is said in the summary, the log and the
+    label-issues file, not left for the user to guess."""
+    from typer.testing import CliRunner
+
+    from noisykd.cli import app
+
+    cfg = bkd_config(tmp_path / "short")
+    cfg["optim"]["epochs"] = 2
+    result = Trainer(load_config(base=cfg), progress=False).run()
+    detection = result.summary["detection"]
+    assert detection["detector"] == "gmm_on_final_loss" and "bkd made no split" in detection["note"]
+    assert "bkd made no split" in (result.out_dir / "train.log").read_text()
+    out = CliRunner().invoke(app, ["detect", str(result.out_dir)], catch_exceptions=False)
+    assert out.exit_code == 0 and "bkd made no split" in " ".join(out.output.split())
+    header = (result.out_dir / "label_issues-gmm_on_final_loss.csv").read_text().splitlines()[0]
+    assert header.startswith("# detector gmm_on_final_loss") and "bkd made no split" in header
