@@ -1,9 +1,15 @@
-"""BKD against cross-entropy on noisy labels: test accuracy (last, best noisy-val, best oracle) and
-wrong-label detection (F1 / precision / recall / AUROC), mean ± std over seeds.
+"""Any registered methods on noisy labels, side by side: test accuracy (last, best noisy-val, best oracle) and
+wrong-label detection (F1 / precision / recall / AUROC), mean ± std over seeds. Began as BKD vs CE; every method
+is compared here (one script, one table format).
 
-    python benchmarks/bkd_vs_ce.py --preset digits
+    python benchmarks/bkd_vs_ce.py --preset digits                                   # ce, bkd, bkd_ref
+    python benchmarks/bkd_vs_ce.py --preset digits --methods ce proselflc mconf \
+        syncmkd=cmd:knowledge=all cmd_s=cmd:knowledge=static cmd_p=cmd cmd_p_mconf=cmd:self_kd=mconf
     python benchmarks/bkd_vs_ce.py --preset cifar10n --cifar-root /tmp/c10 \
         --cifar-n ../shared/data/cifar-n/CIFAR-10_human.pt --label-sets worst aggre
+
+A method spec is ``METHOD``, ``METHOD:KEY=VALUE,...`` (its ``method_args``) or ``LABEL=METHOD:KEY=VALUE,...``;
+``--methods cmd-grid`` stands for CMD's Table 1 grid at CPU scale (see ``GRIDS``).
 
 Presets (shipped configs, every value with its source):
   digits    configs/digits/sym40.yaml: 8x8 digits, 40% symmetric noise (noise seed 0), small_cnn, 60 epochs,
@@ -12,7 +18,7 @@ Presets (shipped configs, every value with its source):
             out as noisy validation) with the CIFAR-10N human labels, small_cnn, SGD lr 0.02 momentum 0.9 wd 5e-4,
             batch 128, lr x0.1 at half the epochs (the paper's schedule, shortened), weak augmentation with
             reflect padding (BKD's).
-Every run of a seed uses the same noisy labels for both methods; the training seed differs per seed.
+Every run of a seed uses the same noisy labels for every method; the training seed differs per seed.
 Run folders go to a temporary directory; results (JSON + Markdown with this command) to --out.
 """
 
@@ -35,6 +41,13 @@ from speed import cpu_model  # the CPU's model name (benchmarks/speed.py): float
 
 #: short names for method specs (any spec works: ``gce:q=0.5``, ``label=method:key=value,...``)
 ALIASES = {"bkd_ref": "bkd_ref=bkd:reference_gradients=true"}  # BKD with the authors' code's gradients
+
+#: named lists of specs for --methods. cmd-grid: the CMD paper's Table 1 at CPU scale, its claims' rows: CE, the
+#: two self label corrections alone, then two models with ProSelfLC exchanging zero / all (SyncMKD) / static
+#: (CMD-S) / progressive (CMD-P) knowledge, and CMD-P with Mconf.
+GRIDS = {"cmd-grid": ["ce", "proselflc", "mconf", "zero=cmd:knowledge=zero", "syncmkd=cmd:knowledge=all",
+                      "cmd_s=cmd:knowledge=static", "cmd_p=cmd:knowledge=progressive",
+                      "cmd_p_mconf=cmd:self_kd=mconf,knowledge=progressive"]}
 
 
 def preset_config(args, spec: str, label_set: str | None, out_dir: Path) -> dict:
@@ -76,7 +89,7 @@ def seed_record(run: SeedRun) -> dict:
         "test_last": s["last"]["test_acc"],
         "test_best_noisy_val": (s.get("best_noisy_val") or {}).get("test_acc"),
         "test_best_oracle": s["best_test_oracle"]["test_acc"],
-        "detection": {k: s["detection"][k] for k in ("detector", "f1", "precision", "recall", "auroc")},
+        "detection": {k: s["detection"].get(k) for k in ("detector", "rule", "f1", "precision", "recall", "auroc")},
         "noise_rate": s["noise"]["noise_rate"],
         "tipping": {k: split.get(k) for k in ("fitting_epoch", "fallback", "s", "mu1", "mu2")} if split else None,
         "seconds": run.seconds,
@@ -90,7 +103,7 @@ def mean_std(values: list[float]) -> str:
 
 
 def markdown(results: dict, args, command: str) -> str:
-    lines = [f"# BKD vs CE: {args.preset}", "", f"Command: `{command}`", "",
+    lines = [f"# {' vs '.join(_labels(results))}: {args.preset}", "", f"Command: `{command}`", "",
              f"{results['date']}; {results['machine']}; torch {torch.__version__}; seeds {args.seeds}; "
              f"{results['epochs']} epochs; test/val evaluated every {args.eval_every} epoch(s) for cifar10n; "
              f"network {results.get('model', 'small_cnn')}; augmentation {results.get('augment', '-')}.", ""]
@@ -116,15 +129,26 @@ def markdown(results: dict, args, command: str) -> str:
                 f"{t['fitting_epoch']}{' (fallback)' if t['fallback'] else ''} (s {t['s']:.3f}, mu1 {t['mu1']:.3f}, "
                 f"mu2 {t['mu2']:.3f})" for t in tips)]
         lines.append("")
-    lines += ["Accuracies and detection metrics in %, mean ± sample std over seeds. Detection for CE is "
-              "DivideMix's 2-component GMM on the final per-sample loss; for BKD its own rule, P_A(y|x) < mu1 at "
-              "the fitting epoch. 'best (oracle)' selects the epoch on the test set and is for analysis only."]
+    lines += ["Accuracies and detection metrics in %, mean ± sample std over seeds. 'best (oracle)' selects the "
+              "epoch on the test set and is for analysis only. Two-model methods (CMD and its baselines) report "
+              "the mean accuracy of their two models, as the CMD paper does. Detection rules:", ""]
+    rules = {}
+    for by_method in results["runs"].values():
+        for method, runs in by_method.items():
+            detection = runs[0]["detection"]
+            rules.setdefault(method, f"{detection['detector']}: {detection.get('rule') or '-'}")
+    lines += [f"- {method}: {rule}" for method, rule in rules.items()]
     if args.preset == "cifar10n":
         lines += ["", "The CIFAR-10 pixels here were decoded from a JPEG copy (quality ~75): expect accuracies "
                   "0.5-2 points below the original images; the network and schedule are far smaller than the "
                   "paper's (PreAct-ResNet-18, 300 epochs), so compare BKD with CE here, not with the paper's "
                   "absolute numbers."]
     return "\n".join(lines) + "\n"
+
+
+def _labels(results: dict) -> list[str]:
+    """The method labels of a results dict, in their order."""
+    return list(dict.fromkeys(m for by_method in results["runs"].values() for m in by_method))
 
 
 def add_preset_arguments(parser: argparse.ArgumentParser, seeds: list[int], label_sets: list[str]) -> None:
@@ -155,8 +179,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_preset_arguments(parser, seeds=[0, 1, 2], label_sets=["worst", "aggre"])
     parser.add_argument("--methods", nargs="+", default=["ce", "bkd", "bkd_ref"],
-                        help="method specs as for noisykd compare (ce, gce:q=0.5, bkd, bkd_ref, ...)")
+                        help="method specs as for noisykd compare (ce, gce:q=0.5, bkd, bkd_ref, "
+                             "cmd_p=cmd:self_kd=mconf, ...) or a grid name: " + ", ".join(GRIDS))
     args = parser.parse_args()
+    args.methods = [spec for name in args.methods for spec in GRIDS.get(name, [name])]
     out = Path(args.out or f"benchmarks/results/bkd-vs-ce-{args.preset}")
     label_sets = ["sym:0.4"] if args.preset == "digits" else args.label_sets
     results = {**results_header(args), "epochs": None, "runs": {}}

@@ -70,3 +70,17 @@ def test_bkd_vs_ce_takes_any_method_spec(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     runs = json.loads(out.with_suffix(".json").read_text())["runs"]["sym:0.4"]
     assert set(runs) == {"gce:q=0.5", "bkd_ref"}
+
+
+def test_comparison_expands_the_cmd_grid(tmp_path):
+    """--methods cmd-grid: CMD's Table 1 rows, each a labelled spec; two-model rows report their mean."""
+    out = tmp_path / "grid"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bkd_vs_ce.py"), "--preset", "digits",
+                           "--epochs", "1", "--seeds", "0", "--methods", "cmd-grid", "--set", "data.train_subset=300",
+                           "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = json.loads(out.with_suffix(".json").read_text())["runs"]["sym:0.4"]
+    assert list(runs) == ["ce", "proselflc", "mconf", "zero", "syncmkd", "cmd_s", "cmd_p", "cmd_p_mconf"]
+    assert runs["cmd_p"][0]["detection"]["detector"] == "cmd"
+    text = out.with_suffix(".md").read_text()
+    assert "# ce vs proselflc vs mconf vs zero" in text and "- cmd_p: cmd: " in text

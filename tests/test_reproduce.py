@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from noisykd.cli import app
 from noisykd.config import shipped_configs
-from noisykd.data.fixtures import write_cifar10_with_cifar10n
+from noisykd.data.fixtures import write_cifar10_with_cifar10n, write_cifar100
 from noisykd.errors import ConfigError
 from noisykd.reproduce import fmt, mean_std, parse_method_spec, scale_epochs, split_method_specs
 
@@ -63,6 +63,28 @@ def test_reproduce_smoke_runs_resumes_and_refuses_a_mixed_folder(tmp_path, fake_
     full = invoke("reproduce", "bkd/cifar10n-worst", "--seeds", "1", "--data-root", str(fake_cifar),
                   "--out", str(out))
     assert full.exit_code == 2 and "holds a run of another config" in " ".join(full.output.split())
+
+
+CMD_TABLE3_SYM40 = {"ce/cifar100-sym40": "47.20", "cmd/cifar100-sym40-proselflc": "64.07",
+                    "cmd/cifar100-sym40-mconf": "65.04", "cmd/cifar100-sym40-cmdp-proselflc": "68.29",
+                    "cmd/cifar100-sym40-cmdp-mconf": "69.09"}
+
+
+def test_cmd_table3_settings_are_listed_and_run_as_smoke(tmp_path):
+    """CMD's Table 3 (CIFAR-100, 40% symmetric) rows are shipped settings; CMD-P+Mconf runs end to end on a fake
+    CIFAR-100 in the official format."""
+    listing = invoke("reproduce", "--list")
+    text = " ".join(listing.output.split())
+    for name, acc in CMD_TABLE3_SYM40.items():
+        assert name in shipped_configs() and f"{name} " in text and acc in text
+    write_cifar100(tmp_path / "data")
+    out = tmp_path / "repro"
+    result = invoke("reproduce", "cmd/cifar100-sym40-cmdp-mconf", "--smoke", "--seeds", "1", "--data-root",
+                    str(tmp_path / "data"), "--device", "cpu", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "| cmd/cifar100-sym40-cmdp-mconf (shortened) | 69.09 |" in (out / "reproduce.md").read_text()
+    summary = json.loads((out / "cmd-cifar100-sym40-cmdp-mconf" / "seed-0" / "summary.json").read_text())
+    assert summary["method"] == "cmd" and summary["detection"]["detector"] == "cmd"
 
 
 def test_reproduce_needs_a_name_and_known_configs(tmp_path):

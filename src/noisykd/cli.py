@@ -34,7 +34,8 @@ def friendly_errors(fn):
         try:
             return fn(*args, **kwargs)
         except NoisyKDError as e:
-            err_console.print(f"[bold red]error:[/] {e}", highlight=False)
+            # soft_wrap: one line however narrow the terminal, so that logs and greps see all of it
+            err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
             raise typer.Exit(2)
         except KeyboardInterrupt:
             err_console.print("interrupted; a run can be continued with --resume RUN_DIR")
@@ -432,8 +433,9 @@ def reproduce_cmd(
     seeds: int = typer.Option(5, help="run seeds 0 .. N-1 of each setting"),
     epochs_scale: float = typer.Option(1.0, help="shorten every schedule by this factor (marked: not the paper's)"),
     smoke: bool = typer.Option(False, help="300 images, small_cnn, 2 epochs: checks the plumbing, not the number"),
-    data_root: Optional[Path] = typer.Option(None, help="folder with cifar-10-batches-py/ and CIFAR-10_human.pt "
-                                             "(sets NOISYKD_CIFAR10 and NOISYKD_CIFAR_N)"),
+    data_root: Optional[Path] = typer.Option(None, help="folder with cifar-10-batches-py/, cifar-100-python/ and "
+                                             "CIFAR-10_human.pt (sets NOISYKD_CIFAR10, NOISYKD_CIFAR100 and "
+                                             "NOISYKD_CIFAR_N)"),
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, cuda:N (default: each config's)"),
     overrides: List[str] = typer.Option([], "--set", "-s", help="config override for every setting: key=value"),
     out: Path = typer.Option(Path("runs/reproduce"), "--out", "-o", help="runs go to OUT/NAME/seed-S"),
@@ -451,7 +453,8 @@ def reproduce_cmd(
     if seeds < 1:
         raise typer.BadParameter("--seeds must be >= 1")
     if data_root is not None:
-        os.environ["NOISYKD_CIFAR10"] = os.environ["NOISYKD_CIFAR_N"] = str(data_root)
+        for variable in ("NOISYKD_CIFAR10", "NOISYKD_CIFAR100", "NOISYKD_CIFAR_N"):
+            os.environ[variable] = str(data_root)
     _check_writable(out)
     settings = [Setting.from_config(name, epochs_scale=epochs_scale, smoke=smoke, overrides=overrides, device=device)
                 for name in names]  # every config is checked before anything trains

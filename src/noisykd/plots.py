@@ -112,3 +112,35 @@ def plot_split_quality(rows: list[dict], path: Path, *, tipping_epoch: int | Non
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_cmd_selection(history: list[dict], path: Path, *, title: str = "") -> None:
+    """CMD per epoch (two panels): left, the share of samples whose peer knowledge was selected (A<-B, B<-A)
+    and, when the truth is known, the share of those selected peer predictions that are right; right, the
+    threshold chi (Eq. 12) and each model's mean eps. ``history``: the rows of metrics.csv."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    epochs = [r["epoch"] for r in history]
+    for key, label, style in (("train_selected_b2a", "selected A<-B", "-"), ("train_selected_a2b", "selected B<-A", "-"),
+                              ("train_selected_right_b2a", "right among A<-B", "--"),
+                              ("train_selected_right_a2b", "right among B<-A", "--")):
+        xs, ys = _evaluated(epochs, [r.get(key) for r in history])
+        if xs:
+            left.plot(xs, ys, linestyle=style, marker=".", label=label)
+    left.set_ylim(0, 1.02), left.set_xlabel("epoch"), left.set_ylabel("share of training samples / of selected")
+    left.grid(alpha=0.3), left.legend(fontsize=8), left.set_title("peer knowledge selected")
+    for key, label in (("train_epsilon_a", "mean eps of A"), ("train_epsilon_b", "mean eps of B")):
+        xs, ys = _evaluated(epochs, [r.get(key) for r in history])
+        if xs:
+            right.plot(xs, ys, marker=".", label=label)
+    right.set_xlabel("epoch"), right.set_ylabel("eps"), right.grid(alpha=0.3)
+    xs, ys = _evaluated(epochs, [r.get("train_chi") for r in history])
+    if xs:
+        chi_axis = right.twinx()
+        chi_axis.plot(xs, ys, color="black", linestyle=":", label="chi (right axis)")
+        chi_axis.set_ylabel("chi (nats)"), chi_axis.legend(fontsize=8, loc="lower right")
+    right.legend(fontsize=8, loc="upper left"), right.set_title("self trust and selection threshold")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -2,7 +2,7 @@
 
 ``noisykd reproduce --smoke`` and ``benchmarks/gpu_check.sh --smoke`` check the plumbing of a setting in CI,
 which has no CIFAR-10: these writers give them a CIFAR-10 folder (``cifar-10-batches-py/``, the official pickled
-batches) and a CIFAR-10N file (``CIFAR-10_human.pt``, a torch zip of numpy arrays, as the official one) that
+batches), a CIFAR-100 folder (``cifar-100-python/``) and a CIFAR-10N file (``CIFAR-10_human.pt``, a torch zip of numpy arrays, as the official one) that
 the real loaders read unchanged. The images are noise with a colour per class, so that a network learns
 something; none of this is a benchmark.
 """
@@ -65,6 +65,27 @@ def write_cifar10_with_cifar10n(root: str | Path, per_batch: int = 60, seed: int
     write_cifar10(root, per_batch, seed)
     write_cifar10n(Path(root) / "CIFAR-10_human.pt", load_cifar10(str(root)).train.labels, seed)
     return Path(root)
+
+
+def write_cifar100(root: str | Path, train: int = 400, test: int = 100, seed: int = 0) -> Path:
+    """``root/cifar-100-python`` (``train``, ``test`` and ``meta``, the official pickles with fine and coarse
+    labels) with ``train`` / ``test`` 32x32 RGB images; returns that folder. Image i gets a random fine class and
+    a colour tint of that class."""
+    rng = np.random.default_rng(seed)
+    folder = Path(root) / "cifar-100-python"
+    folder.mkdir(parents=True, exist_ok=True)
+    tints = rng.integers(0, 256, (100, 3))
+    for name, n in (("train", train), ("test", test)):
+        fine = rng.integers(0, 100, n)
+        noise = rng.integers(0, 96, (n, 32, 32, 3))
+        images = np.clip(0.6 * tints[fine][:, None, None, :] + noise, 0, 255).astype(np.uint8)
+        rows = images.transpose(0, 3, 1, 2).reshape(n, 3072)
+        _write_pickle(folder / name, {b"batch_label": name.encode(), b"fine_labels": fine.tolist(),
+                                      b"coarse_labels": (fine // 5).tolist(), b"data": rows,
+                                      b"filenames": [f"{name}_{i}.png".encode() for i in range(n)]})
+    _write_pickle(folder / "meta", {b"fine_label_names": [f"fine{i}".encode() for i in range(100)],
+                                    b"coarse_label_names": [f"coarse{i}".encode() for i in range(20)]})
+    return folder
 
 
 def _write_pickle(path: Path, obj) -> None:

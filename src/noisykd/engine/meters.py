@@ -35,6 +35,8 @@ class EpochMeter:
         self.seen_wrong = torch.zeros((), device=device)
         self.metric_sums: dict[str, torch.Tensor] = {}
         self.metric_counts: dict[str, int] = {}
+        self.check_correct: dict[str, torch.Tensor] = {}
+        self.check_selected: dict[str, torch.Tensor] = {}
 
     def update(self, out: StepOutput, labels: torch.Tensor, indices: torch.Tensor) -> None:
         """Add one batch: the method's step output, the given labels (B,) and dataset indices (B,)."""
@@ -63,6 +65,19 @@ class EpochMeter:
                 raise ContractError(f"StepOutput.metrics[{key!r}] must be a scalar or hold one value per sample "
                                     f"({b}), got shape {tuple(value.shape)}")
 
+        for key, check in out.checks.items():
+            if key in ENGINE_METRICS or key in out.metrics:
+                raise ContractError(f"StepOutput.checks[{key!r}]: the name is taken by a metric; rename it")
+            if check.predicted.shape != (b,) or check.selected.shape != (b,):
+                raise ContractError(f"StepOutput.checks[{key!r}]: predicted and selected must hold one value per "
+                                    f"sample ({b}), got {tuple(check.predicted.shape)} and "
+                                    f"{tuple(check.selected.shape)}")
+            if self.clean_by_index is not None:
+                selected = check.selected.to(torch.bool)
+                correct = (check.predicted == self.clean_by_index[indices]) & selected
+                self.check_correct[key] = self.check_correct.get(key, 0) + correct.sum()
+                self.check_selected[key] = self.check_selected.get(key, 0) + selected.sum()
+
     def running(self) -> dict[str, float]:
         """Loss and accuracy so far (synchronises the device: call it rarely)."""
         seen = max(self.seen, 1)
@@ -82,3 +97,10 @@ class EpochMeter:
         }
         out.update({k: v.item() / self.metric_counts[k] for k, v in self.metric_sums.items()})
         return out
+
+    def checks(self) -> dict[str, float | None]:
+        """Each :class:`LabelCheck`'s share of selected samples whose label is the clean one (None when nothing
+        was selected). Empty when the truth is unknown. Kept apart from ``reduce``: it uses the clean labels,
+        which a method must never see."""
+        return {k: (v / self.check_selected[k]).item() if self.check_selected[k].item() else None
+                for k, v in self.check_correct.items()}

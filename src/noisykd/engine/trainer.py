@@ -283,6 +283,7 @@ class Trainer:
         self.nets.check(self.method.networks())
         reduced = meter.reduce()
         row = _epoch_row(epoch, self.schedule.lr_at(epoch), reduced)
+        row.update({f"train_{k}": v for k, v in meter.checks().items()})
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.optim.epochs:
             row.update(self.evaluate())
         extra = self.method.on_epoch_end(epoch, _method_metrics(reduced)) or {}
@@ -316,9 +317,13 @@ class Trainer:
                                                        len(images)))
         if any(c.heads.keys() != chunks[0].heads.keys() for c in chunks):
             raise ContractError(f"{self.method.name}.predict returned different heads for different batches")
+        accuracy_of = chunks[0].accuracy_of
+        if accuracy_of is not None and not set(accuracy_of) <= set(chunks[0].heads):
+            raise ContractError(f"{self.method.name}.predict: accuracy_of names {list(accuracy_of)}, but the heads are "
+                                f"{sorted(chunks[0].heads)}")
         return Prediction(logits=torch.cat([c.logits.float().cpu() for c in chunks]),
                           heads={name: torch.cat([c.heads[name].float().cpu() for c in chunks])
-                                 for name in chunks[0].heads})
+                                 for name in chunks[0].heads}, accuracy_of=accuracy_of)
 
     def _checked_prediction(self, prediction, batch_size: int) -> Prediction:
         name = self.method.name
@@ -340,11 +345,10 @@ class Trainer:
         if self.data.test is not None:
             labels = torch.from_numpy(self.data.test.labels)
             prediction = self.predict_split(self.data.test)
-            row["test_acc"] = _accuracy(prediction.logits, labels)
+            row["test_acc"] = _reported_accuracy(prediction, labels)
             row.update({f"test_acc_{name}": _accuracy(logits, labels) for name, logits in prediction.heads.items()})
         if self.data.val is not None:
-            row["val_acc"] = _accuracy(self.predict_split(self.data.val).logits,
-                                       torch.from_numpy(self.data.val.labels))
+            row["val_acc"] = _reported_accuracy(self.predict_split(self.data.val), torch.from_numpy(self.data.val.labels))
         self.nets.train(True)
         return row
 
@@ -562,6 +566,13 @@ def _log_to_file(path: Path):
         logger.removeHandler(handler)
         logger.setLevel(previous)
         handler.close()
+
+
+def _reported_accuracy(prediction: Prediction, labels: torch.Tensor) -> float:
+    """The accuracy of the prediction's logits, or the mean accuracy of its ``accuracy_of`` heads."""
+    if prediction.accuracy_of is None:
+        return _accuracy(prediction.logits, labels)
+    return float(np.mean([_accuracy(prediction.heads[name], labels) for name in prediction.accuracy_of]))
 
 
 def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:

@@ -5,6 +5,7 @@ from .base import (
     Detection,
     EvalBatch,
     GroundTruth,
+    LabelCheck,
     Method,
     MethodContext,
     Network,
@@ -20,6 +21,6 @@ from .base import (
 )
 from .registry import METHODS, create_method, describe_method, list_methods, parse_method_args, register_method
 
-__all__ = ["Batch", "Detection", "EvalBatch", "GroundTruth", "Method", "MethodContext", "Network", "NoArgs", "ParamGroup",
+__all__ = ["Batch", "Detection", "EvalBatch", "GroundTruth", "LabelCheck", "Method", "MethodContext", "Network", "NoArgs", "ParamGroup",
            "Prediction", "Progress", "Role", "SampleOutputs", "StepOutput", "View", "Views", "METHODS",
            "create_method", "describe_method", "list_methods", "parse_method_args", "register_method"]

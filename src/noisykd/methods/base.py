@@ -186,6 +186,19 @@ class Batch:
     progress: Progress
 
 
+@dataclass(frozen=True)
+class LabelCheck:
+    """Labels a method predicts or selects for some samples, which the engine scores against the clean labels
+    (methods never see them): the share of ``selected`` samples whose ``predicted`` label is the clean one,
+    reported as ``train_NAME`` when the truth is known (e.g. CMD: is the peer knowledge it distils right?).
+
+    predicted: int64 (B,) labels; selected: bool (B,) which of them count.
+    """
+
+    predicted: torch.Tensor
+    selected: torch.Tensor
+
+
 @dataclass
 class StepOutput:
     """What a training step returns.
@@ -195,11 +208,13 @@ class StepOutput:
     metrics: more values to average over the epoch, reported as ``train_NAME`` and passed, reduced, to
              ``on_epoch_end``. A 0-d value is a batch mean (weighted by the batch size in the epoch's mean);
              a (B,) tensor holds one value per sample (the epoch's mean is then over every sample seen).
+    checks:  :class:`LabelCheck` by name, scored by the engine against the clean labels when they are known.
     """
 
     loss: torch.Tensor
     logits: torch.Tensor | None = None
     metrics: dict[str, torch.Tensor | float] = field(default_factory=dict)
+    checks: dict[str, LabelCheck] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -220,10 +235,14 @@ class Prediction:
             takes the arg-max for accuracy and softmax / cross-entropy for per-sample scores.
     heads:  further predictions by name, logits too (e.g. BKD's ``teacher`` and ``student``), reported as
             ``test_acc_NAME``.
+    accuracy_of: head names whose *mean accuracy* is the method's reported accuracy (``test_acc``, ``val_acc``,
+            and so model selection), instead of the accuracy of ``logits``: CMD reports the mean of its two
+            models, as its paper does. None: the accuracy of ``logits``.
     """
 
     logits: torch.Tensor
     heads: dict[str, torch.Tensor] = field(default_factory=dict)
+    accuracy_of: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
