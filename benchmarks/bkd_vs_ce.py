@@ -14,18 +14,26 @@ A method spec is ``METHOD``, ``METHOD:KEY=VALUE,...`` (its ``method_args``) or `
 Presets (shipped configs, every value with its source):
   digits    configs/digits/sym40.yaml: 8x8 digits, 40% symmetric noise (noise seed 0), small_cnn, 60 epochs,
             cosine lr 0.05, no augmentation (the demo's settings).
+  cifar10-sym40  configs/ce/cifar100-sym40.yaml (CMD's Table 3 setting: ResNet-34, lr 0.1 /10 at 50% and 80%,
+            40% symmetric noise, weak augmentation) on CIFAR-10 (--train-subset 0 for all of it): CMD's GPU run.
   cifar10n  configs/cifar10n/small-cnn-subset.yaml: a stratified 10,000-image subset of CIFAR-10 (10% of it held
             out as noisy validation) with the CIFAR-10N human labels, small_cnn, SGD lr 0.02 momentum 0.9 wd 5e-4,
             batch 128, lr x0.1 at half the epochs (the paper's schedule, shortened), weak augmentation with
             reflect padding (BKD's).
 Every run of a seed uses the same noisy labels for every method; the training seed differs per seed.
 Run folders go to a temporary directory; results (JSON + Markdown with this command) to --out.
+
+Long grids can run as several processes (one per core, or one per method and seed) and be joined afterwards:
+    python benchmarks/bkd_vs_ce.py --merge PART1.json PART2.json ... --out RESULTS
+(same preset, epochs, network, augmentation and label sets; a method's seeds may come from several parts, each
+seed once; the Markdown lists every part's command.)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import sys
 import tempfile
@@ -64,7 +72,10 @@ def preset_config(args, spec: str, label_set: str | None, out_dir: Path) -> dict
 
 
 #: benchmark preset -> the shipped config it starts from (configs/, each value with its source)
-PRESET_CONFIGS = {"digits": "digits/sym40", "cifar10n": "cifar10n/small-cnn-subset"}
+PRESET_CONFIGS = {"digits": "digits/sym40", "cifar10n": "cifar10n/small-cnn-subset",
+                  # CMD's CIFAR-100 setting (ResNet-34, lr 0.1 /10 at 50% and 80%, 40% symmetric noise, A.2), on
+                  # CIFAR-10: the CMD GPU check (no CIFAR-100 images in ../shared/data)
+                  "cifar10-sym40": "ce/cifar100-sym40"}
 
 
 def _preset(args, method: str, label_set: str | None, out_dir: Path) -> dict:
@@ -77,6 +88,12 @@ def _preset(args, method: str, label_set: str | None, out_dir: Path) -> dict:
                        data={"spec": f"cifar10:{args.cifar_root}", "labels": f"cifar10n:{args.cifar_n}:{label_set}",
                              "train_subset": args.train_subset or None})
         updates["optim"]["milestones"] = [epochs // 2]  # lr x0.1 at half the run, as the paper's 150 of 300
+    if args.preset == "cifar10-sym40":
+        epochs = args.epochs or read_config_file(PRESET_CONFIGS["cifar10-sym40"])["optim"]["epochs"]
+        updates.update(eval_every=args.eval_every,
+                       data={"spec": f"cifar10:{args.cifar_root}", "train_subset": args.train_subset or None})
+        # CMD A.2: /10 at epochs 50 and 80 of 100, kept at the same fractions of a shortened run
+        updates["optim"]["milestones"] = sorted({max(1, round(0.5 * epochs)), max(1, round(0.8 * epochs))})
     return load_config(PRESET_CONFIGS[args.preset], updates=updates).to_dict()
 
 
@@ -103,9 +120,11 @@ def mean_std(values: list[float]) -> str:
 
 
 def markdown(results: dict, args, command: str) -> str:
+    seeds = sorted({r["seed"] for by_method in results["runs"].values() for rs in by_method.values() for r in rs})
     lines = [f"# {' vs '.join(_labels(results))}: {args.preset}", "", f"Command: `{command}`", "",
-             f"{results['date']}; {results['machine']}; torch {torch.__version__}; seeds {args.seeds}; "
-             f"{results['epochs']} epochs; test/val evaluated every {args.eval_every} epoch(s) for cifar10n; "
+             f"{results['date']}; {results['machine']}; torch {torch.__version__}; seeds {seeds}; "
+             f"{results['epochs']} epochs; test/val evaluated "
+             f"{'every epoch' if args.preset == 'digits' else f'every {args.eval_every} epoch(s)'}; "
              f"network {results.get('model', 'small_cnn')}; augmentation {results.get('augment', '-')}.", ""]
     for label_set, by_method in results["runs"].items():
         rate = by_method[next(iter(by_method))][0]["noise_rate"]
@@ -114,8 +133,10 @@ def markdown(results: dict, args, command: str) -> str:
                   "precision | recall | AUROC | detector | s/run |", "|---|---|---|---|---|---|---|---|---|---|"]
         for method, runs in by_method.items():
             d = [r["detection"] for r in runs]
+            own_seeds = [r["seed"] for r in runs]
+            name = method if own_seeds == seeds else f"{method} (seeds {own_seeds})"
             lines.append(
-                f"| {method} | {mean_std([r['test_last'] for r in runs])} | "
+                f"| {name} | {mean_std([r['test_last'] for r in runs])} | "
                 f"{mean_std([r['test_best_noisy_val'] for r in runs])} | "
                 f"{mean_std([r['test_best_oracle'] for r in runs])} | {mean_std([x['f1'] for x in d])} | "
                 f"{mean_std([x['precision'] for x in d])} | {mean_std([x['recall'] for x in d])} | "
@@ -143,6 +164,11 @@ def markdown(results: dict, args, command: str) -> str:
                   "0.5-2 points below the original images; the network and schedule are far smaller than the "
                   "paper's (PreAct-ResNet-18, 300 epochs), so compare BKD with CE here, not with the paper's "
                   "absolute numbers."]
+    if args.preset == "cifar10-sym40":
+        lines += ["", "CMD's CIFAR-100 setting (configs/ce/cifar100-sym40.yaml: ResNet-34, SGD lr 0.1 /10 at 50% and "
+                  "80% of the run, 40% symmetric noise) on CIFAR-10, decoded from a JPEG copy (0.5-2 points below the "
+                  f"original images), {results['epochs']} epochs instead of 100. The paper has no CIFAR-10 numbers: "
+                  "compare the methods with each other."]
     return "\n".join(lines) + "\n"
 
 
@@ -153,7 +179,7 @@ def _labels(results: dict) -> list[str]:
 
 def add_preset_arguments(parser: argparse.ArgumentParser, seeds: list[int], label_sets: list[str]) -> None:
     """The data / network / run options shared by the BKD benchmarks (``preset_config`` reads them)."""
-    parser.add_argument("--preset", choices=("digits", "cifar10n"), default="digits")
+    parser.add_argument("--preset", choices=tuple(PRESET_CONFIGS), default="digits")
     parser.add_argument("--seeds", type=int, nargs="+", default=seeds)
     parser.add_argument("--label-sets", nargs="+", default=label_sets, help="cifar10n: CIFAR-10N label sets")
     parser.add_argument("--epochs", type=int, default=None)
@@ -181,10 +207,16 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["ce", "bkd", "bkd_ref"],
                         help="method specs as for noisykd compare (ce, gce:q=0.5, bkd, bkd_ref, "
                              "cmd_p=cmd:self_kd=mconf, ...) or a grid name: " + ", ".join(GRIDS))
+    parser.add_argument("--merge", nargs="+", metavar="RESULTS.json",
+                        help="trains nothing: combine results files of one preset (e.g. two halves of a grid run side "
+                             "by side on two cores) into one table at --out")
     args = parser.parse_args()
+    if args.merge:
+        merge_results([Path(p) for p in args.merge], parser, Path(args.out or "merged"))
+        return
     args.methods = [spec for name in args.methods for spec in GRIDS.get(name, [name])]
     out = Path(args.out or f"benchmarks/results/bkd-vs-ce-{args.preset}")
-    label_sets = ["sym:0.4"] if args.preset == "digits" else args.label_sets
+    label_sets = ["sym:0.4"] if args.preset in ("digits", "cifar10-sym40") else args.label_sets
     results = {**results_header(args), "epochs": None, "runs": {}}
     command = results["command"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -202,6 +234,37 @@ def main() -> None:
     write_results(out, results, markdown(results, args, command))
 
 
+def merge_results(paths: list[Path], parser: argparse.ArgumentParser, out: Path) -> None:
+    """One table from several results files of the same preset, label sets, seeds, epochs, network and
+    augmentation; each part's command is kept. Methods keep their order, part by part."""
+    parts = [json.loads(p.read_text()) for p in paths]
+    keys = ("epochs", "model", "augment")
+    for path, part in zip(paths[1:], parts[1:]):
+        differing = [k for k in keys if part.get(k) != parts[0].get(k)]
+        if differing or part["runs"].keys() != parts[0]["runs"].keys():
+            sys.exit(f"{path}: not the same setting as {paths[0]} ({', '.join(differing) or 'label sets'} differ)")
+    runs: dict = {}
+    for part in parts:
+        for label_set, by_method in part["runs"].items():
+            merged_set = runs.setdefault(label_set, {})
+            for method, records in by_method.items():
+                # one method's seeds may come from several files (seeds run side by side); a seed only once
+                known = {r["seed"] for r in merged_set.get(method, [])}
+                clash = sorted(known & {r["seed"] for r in records})
+                if clash:
+                    sys.exit(f"seeds {clash} of method {method!r} ({label_set}) appear in more than one file")
+                merged_set[method] = sorted(merged_set.get(method, []) + records, key=lambda r: r["seed"])
+    command = "python " + " ".join(sys.argv)
+    merged = {**parts[0], "command": command, "parts": [{"file": str(p), "command": part["command"],
+                                                         "date": part["date"], "machine": part["machine"]}
+                                                        for p, part in zip(paths, parts)], "runs": runs}
+    first_args = parser.parse_args(shlex.split(parts[0]["command"])[2:])  # preset, eval_every of the runs
+    # the table's numbers come from the parts' runs: each one's command, date and machine under the table
+    details = ["", f"<details><summary>The {len(parts)} runs merged here</summary>", ""]
+    details += [f"- {part['date']}, {part['machine']}: `{part['command']}`" for part in parts]
+    write_results(out, merged, markdown(merged, first_args, command) + "\n".join(details + ["", "</details>", ""]))
+
+
 def say_seed(setting: Setting, seed: int, state: str) -> None:
     print(f"[{datetime.now():%H:%M:%S}] {setting.name} seed {seed} ...", file=sys.stderr, flush=True)
 
@@ -209,8 +272,9 @@ def say_seed(setting: Setting, seed: int, state: str) -> None:
 def write_results(out: Path, results: dict, text: str) -> None:
     """``OUT.json`` (everything measured) and ``OUT.md`` (the table with its command); the table to stdout."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(results, indent=1))
-    out.with_suffix(".md").write_text(text)
+    # appended, not with_suffix: a name such as "transit0.1" must keep its ".1"
+    Path(f"{out}.json").write_text(json.dumps(results, indent=1))
+    Path(f"{out}.md").write_text(text)
     print(text)
 
 

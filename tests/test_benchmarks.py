@@ -84,3 +84,46 @@ def test_comparison_expands_the_cmd_grid(tmp_path):
     assert runs["cmd_p"][0]["detection"]["detector"] == "cmd"
     text = out.with_suffix(".md").read_text()
     assert "# ce vs proselflc vs mconf vs zero" in text and "- cmd_p: cmd: " in text
+
+
+def test_comparison_merges_parts_run_side_by_side(tmp_path):
+    """--merge: parts of a grid run side by side (a method's seeds split across parts) become one table; a seed
+    of a method in two parts is refused."""
+    script = str(ROOT / "benchmarks" / "bkd_vs_ce.py")
+    common = ["--preset", "digits", "--epochs", "1", "--set", "data.train_subset=300"]
+    for part, seed, methods in (("a", "0", ["ce"]), ("b", "1", ["ce", "gce:q=0.5"])):
+        proc = subprocess.run([sys.executable, script, *common, "--seeds", seed, "--methods", *methods,
+                               "--out", str(tmp_path / part)], capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    merged = subprocess.run([sys.executable, script, "--merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
+                             "--out", str(tmp_path / "ab")], capture_output=True, text=True, timeout=120)
+    assert merged.returncode == 0, merged.stderr[-2000:]
+    results = json.loads((tmp_path / "ab.json").read_text())
+    runs = results["runs"]["sym:0.4"]
+    assert list(runs) == ["ce", "gce:q=0.5"] and len(results["parts"]) == 2
+    assert [r["seed"] for r in runs["ce"]] == [0, 1] and [r["seed"] for r in runs["gce:q=0.5"]] == [1]
+    text = (tmp_path / "ab.md").read_text()
+    assert "seeds [0, 1]" in text and "| ce |" in text and "| gce:q=0.5 (seeds [1]) |" in text
+    assert "--methods ce gce:q=0.5" in text  # each part's command under the table
+    clash = subprocess.run([sys.executable, script, "--merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
+                            str(tmp_path / "a.json"), "--out", str(tmp_path / "aba")],
+                           capture_output=True, text=True, timeout=120)
+    assert clash.returncode != 0 and "seeds [0] of method 'ce' (sym:0.4) appear in more than one file" in clash.stderr
+    assert not (tmp_path / "aba.json").exists()
+
+
+def test_cmd_gpu_preset_on_fake_cifar10(tmp_path):
+    """The cifar10-sym40 preset of the CMD GPU run (benchmarks/cmd_gpu.sh), on fake CIFAR-10 and the CPU."""
+    from noisykd.data.fixtures import write_cifar10
+
+    write_cifar10(tmp_path / "c10", per_batch=60)
+    out = tmp_path / "cmd-gpu"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bkd_vs_ce.py"), "--preset", "cifar10-sym40",
+                           "--cifar-root", str(tmp_path / "c10"), "--train-subset", "0", "--epochs", "2",
+                           "--seeds", "0", "--model", "small_cnn", "--methods", "ce", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads(out.with_suffix(".json").read_text())
+    (run,) = results["runs"]["sym:0.4"]["ce"]
+    assert 0.3 < run["noise_rate"] < 0.5 and results["epochs"] == 2
+    assert "CMD's CIFAR-100 setting" in out.with_suffix(".md").read_text()
