@@ -106,6 +106,7 @@ def seed_record(run: SeedRun) -> dict:
         "test_last": s["last"]["test_acc"],
         "test_best_noisy_val": (s.get("best_noisy_val") or {}).get("test_acc"),
         "test_best_oracle": s["best_test_oracle"]["test_acc"],
+        "test_ece_last": s["last"].get("test_ece"),  # expected calibration error (15 bins), main head
         "detection": {k: s["detection"].get(k) for k in ("detector", "rule", "f1", "precision", "recall", "auroc")},
         "noise_rate": s["noise"]["noise_rate"],
         "tipping": {k: split.get(k) for k in ("fitting_epoch", "fallback", "s", "mu1", "mu2")} if split else None,
@@ -119,6 +120,14 @@ def mean_std(values: list[float]) -> str:
     return fmt(summary_mean_std([None if v is None else 100 * v for v in values]))
 
 
+def ece_cell(runs: list[dict]) -> str:
+    """The last epoch's test ECE in %, mean ± std; '(n=K)' when only K of the seeds measured it (results from
+    before calibration was measured have none)."""
+    values = [r.get("test_ece_last") for r in runs]
+    measured = sum(v is not None for v in values)
+    return mean_std(values) + (f" (n={measured})" if 0 < measured < len(runs) else "")
+
+
 def markdown(results: dict, args, command: str) -> str:
     seeds = sorted({r["seed"] for by_method in results["runs"].values() for rs in by_method.values() for r in rs})
     lines = [f"# {' vs '.join(_labels(results))}: {args.preset}", "", f"Command: `{command}`", "",
@@ -129,8 +138,9 @@ def markdown(results: dict, args, command: str) -> str:
     for label_set, by_method in results["runs"].items():
         rate = by_method[next(iter(by_method))][0]["noise_rate"]
         lines += [f"## {label_set} (noise rate {100 * rate:.2f}%)", "",
-                  "| method | test acc last | test acc best noisy-val | test acc best (oracle) | detection F1 | "
-                  "precision | recall | AUROC | detector | s/run |", "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| method | test acc last | test acc best noisy-val | test acc best (oracle) | ECE last | "
+                  "detection F1 | precision | recall | AUROC | detector | s/run |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for method, runs in by_method.items():
             d = [r["detection"] for r in runs]
             own_seeds = [r["seed"] for r in runs]
@@ -138,7 +148,8 @@ def markdown(results: dict, args, command: str) -> str:
             lines.append(
                 f"| {name} | {mean_std([r['test_last'] for r in runs])} | "
                 f"{mean_std([r['test_best_noisy_val'] for r in runs])} | "
-                f"{mean_std([r['test_best_oracle'] for r in runs])} | {mean_std([x['f1'] for x in d])} | "
+                f"{mean_std([r['test_best_oracle'] for r in runs])} | {ece_cell(runs)} | "
+                f"{mean_std([x['f1'] for x in d])} | "
                 f"{mean_std([x['precision'] for x in d])} | {mean_std([x['recall'] for x in d])} | "
                 f"{mean_std([x['auroc'] for x in d])} | {d[0]['detector']} | "
                 f"{statistics.mean(r['seconds'] for r in runs):.0f} |")
@@ -150,7 +161,8 @@ def markdown(results: dict, args, command: str) -> str:
                 f"{t['fitting_epoch']}{' (fallback)' if t['fallback'] else ''} (s {t['s']:.3f}, mu1 {t['mu1']:.3f}, "
                 f"mu2 {t['mu2']:.3f})" for t in tips)]
         lines.append("")
-    lines += ["Accuracies and detection metrics in %, mean ± sample std over seeds. 'best (oracle)' selects the "
+    lines += ["Accuracies, ECE (expected calibration error of the main prediction on the test set, 15 bins) and "
+              "detection metrics in %, mean ± sample std over seeds. 'best (oracle)' selects the "
               "epoch on the test set and is for analysis only. Two-model methods (CMD and its baselines) report "
               "the mean accuracy of their two models, as the CMD paper does. Detection rules:", ""]
     rules = {}
@@ -212,7 +224,7 @@ def main() -> None:
                              "by side on two cores) into one table at --out")
     args = parser.parse_args()
     if args.merge:
-        merge_results([Path(p) for p in args.merge], parser, Path(args.out or "merged"))
+        merge_results(args.merge, parser, Path(args.out or "merged"))
         return
     args.methods = [spec for name in args.methods for spec in GRIDS.get(name, [name])]
     out = Path(args.out or f"benchmarks/results/bkd-vs-ce-{args.preset}")
@@ -234,10 +246,24 @@ def main() -> None:
     write_results(out, results, markdown(results, args, command))
 
 
-def merge_results(paths: list[Path], parser: argparse.ArgumentParser, out: Path) -> None:
-    """One table from several results files of the same preset, label sets, seeds, epochs, network and
-    augmentation; each part's command is kept. Methods keep their order, part by part."""
-    parts = [json.loads(p.read_text()) for p in paths]
+def merge_results(specs: list[str], parser: argparse.ArgumentParser, out: Path) -> None:
+    """One table from several results files of the same preset, label sets, epochs, network and augmentation;
+    each part's command is kept. Methods keep their order, part by part. A part ``FILE.json:a,b`` takes only
+    the methods labelled a and b from FILE (e.g. to leave out a method that was measured again)."""
+    paths, parts = [], []
+    for spec in specs:
+        path, _, only = spec.partition(".json:")
+        path = Path(path + ".json" if only else spec)
+        part = json.loads(path.read_text())
+        if only:
+            keep = only.split(",")
+            missing = sorted(set(keep) - {m for by_method in part["runs"].values() for m in by_method})
+            if missing:
+                sys.exit(f"{path}: no method labelled {', '.join(missing)}")
+            part["runs"] = {ls: {m: r for m, r in by_method.items() if m in keep}
+                            for ls, by_method in part["runs"].items()}
+        paths.append(path)
+        parts.append(part)
     keys = ("epochs", "model", "augment")
     for path, part in zip(paths[1:], parts[1:]):
         differing = [k for k in keys if part.get(k) != parts[0].get(k)]
@@ -255,13 +281,18 @@ def merge_results(paths: list[Path], parser: argparse.ArgumentParser, out: Path)
                     sys.exit(f"seeds {clash} of method {method!r} ({label_set}) appear in more than one file")
                 merged_set[method] = sorted(merged_set.get(method, []) + records, key=lambda r: r["seed"])
     command = "python " + " ".join(sys.argv)
-    merged = {**parts[0], "command": command, "parts": [{"file": str(p), "command": part["command"],
+    machines = list(dict.fromkeys(part["machine"] for part in parts))
+    merged = {**parts[0], "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC (merged)"),
+              "machine": "; ".join(machines),
+              "command": command, "parts": [{"file": spec, "command": part["command"],
                                                          "date": part["date"], "machine": part["machine"]}
-                                                        for p, part in zip(paths, parts)], "runs": runs}
+                                                        for spec, part in zip(specs, parts)], "runs": runs}
     first_args = parser.parse_args(shlex.split(parts[0]["command"])[2:])  # preset, eval_every of the runs
     # the table's numbers come from the parts' runs: each one's command, date and machine under the table
     details = ["", f"<details><summary>The {len(parts)} runs merged here</summary>", ""]
-    details += [f"- {part['date']}, {part['machine']}: `{part['command']}`" for part in parts]
+    details += [f"- {part['date']}, {part['machine']}: `{part['command']}`"
+                + (f" (from it: {spec.partition('.json:')[2]})" if ".json:" in spec else "")
+                for spec, part in zip(specs, parts)]
     write_results(out, merged, markdown(merged, first_args, command) + "\n".join(details + ["", "</details>", ""]))
 
 

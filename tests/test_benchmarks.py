@@ -102,14 +102,24 @@ def test_comparison_merges_parts_run_side_by_side(tmp_path):
     runs = results["runs"]["sym:0.4"]
     assert list(runs) == ["ce", "gce:q=0.5"] and len(results["parts"]) == 2
     assert [r["seed"] for r in runs["ce"]] == [0, 1] and [r["seed"] for r in runs["gce:q=0.5"]] == [1]
+    assert all(0 <= r["test_ece_last"] <= 1 for r in runs["ce"])  # calibration of every seed's last epoch
     text = (tmp_path / "ab.md").read_text()
     assert "seeds [0, 1]" in text and "| ce |" in text and "| gce:q=0.5 (seeds [1]) |" in text
+    assert "| ECE last |" in text
     assert "--methods ce gce:q=0.5" in text  # each part's command under the table
     clash = subprocess.run([sys.executable, script, "--merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
                             str(tmp_path / "a.json"), "--out", str(tmp_path / "aba")],
                            capture_output=True, text=True, timeout=120)
     assert clash.returncode != 0 and "seeds [0] of method 'ce' (sym:0.4) appear in more than one file" in clash.stderr
     assert not (tmp_path / "aba.json").exists()
+    # FILE.json:LABELS takes only those methods from a part (here: b's gce, leaving b's ce out)
+    picked = subprocess.run([sys.executable, script, "--merge", str(tmp_path / "a.json"),
+                             f"{tmp_path / 'b.json'}:gce:q=0.5", "--out", str(tmp_path / "ag")],
+                            capture_output=True, text=True, timeout=120)
+    assert picked.returncode == 0, picked.stderr[-2000:]
+    runs = json.loads((tmp_path / "ag.json").read_text())["runs"]["sym:0.4"]
+    assert [r["seed"] for r in runs["ce"]] == [0] and [r["seed"] for r in runs["gce:q=0.5"]] == [1]
+    assert "(from it: gce:q=0.5)" in (tmp_path / "ag.md").read_text()
 
 
 def test_cmd_gpu_preset_on_fake_cifar10(tmp_path):

@@ -97,6 +97,8 @@ def test_train_then_eval(tmp_path):
     assert evaluated.exit_code == 0, evaluated.output
     shown = float(re.search(r"main\s*│\s*([\d.]+)%", evaluated.output).group(1))
     assert shown == pytest.approx(100 * summary["last"]["test_acc"], abs=0.01)
+    ece = float(re.search(r"calibration error of the main head \(15 bins\): ([\d.]+)%", evaluated.output).group(1))
+    assert ece == pytest.approx(100 * summary["last"]["test_ece"], abs=0.01)
     best = invoke("eval", str(out), "--best")
     assert best.exit_code == 0
     # the run is there: a second train into the same folder is refused, --resume continues it

@@ -47,16 +47,21 @@ def test_run_writes_every_output(tmp_path):
     result = run(tmp_path / "r")
     out = result.out_dir
     for name in ("config.yaml", "metrics.csv", "metrics.jsonl", "summary.json", "samples.csv", "samples.npz",
-                 "curves.png", "noisy_labels.npz", "checkpoints/last.pt", "checkpoints/previous.pt",
+                 "curves.png", "reliability.png", "noisy_labels.npz", "checkpoints/last.pt", "checkpoints/previous.pt",
                  "checkpoints/best.pt"):
         assert (out / name).is_file(), name
     summary = json.loads((out / "summary.json").read_text())
     assert summary["last"]["epoch"] == 4
+    # calibration: the last row's ECE is the one of the summary's reliability bins, which count every test image
+    calibration = summary["calibration"]
+    assert calibration["bins"] == 15 and sum(calibration["count"]) == summary["test_samples"]
+    assert summary["last"]["test_ece"] == pytest.approx(calibration["ece"])
     assert summary["best_noisy_val"]["epoch"] in range(1, 5)
     assert "oracle" in summary["best_test_oracle"]["note"]
     assert 0.35 <= summary["noise"]["noise_rate"] <= 0.45
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+    assert all(0 <= r["test_ece"] <= 1 for r in rows) and rows[-1]["test_ece"] == calibration["ece"]
     assert rows[-1]["lr"] == pytest.approx(0.005)  # x0.1 from epoch index 3
     # learns something despite 40% noise: far above chance (10%) on the clean test set
     assert summary["best_test_oracle"]["test_acc"] > 0.5
@@ -232,7 +237,8 @@ def test_eval_every_evaluates_some_epochs_and_the_last(tmp_path):
     result = run(tmp_path / "e", **{"optim.epochs": 5, "optim.milestones": [], "eval_every": 2})
     assert [r.get("test_acc") is not None for r in result.history] == [False, True, False, True, True]
     assert result.summary["best_test_oracle"]["epoch"] in (2, 4, 5)
-    assert (result.out_dir / "curves.png").is_file()
+    assert [r.get("test_ece") is not None for r in result.history] == [False, True, False, True, True]
+    assert (result.out_dir / "curves.png").is_file() and (result.out_dir / "reliability.png").is_file()
 
 
 @pytest.mark.parametrize("option", [{"amp": "bf16"}, {"channels_last": True}])

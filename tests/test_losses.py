@@ -503,3 +503,43 @@ def test_loss_baseline_names_resolve():
     # the names noisykd.methods.loss_baselines registers
     for name in ("ce", "ls", "cp", "boot", "gce", "sce", "nce_rce"):
         assert callable(get_loss(name))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# JS and GJS as methods (NRD Table 2's baselines)
+
+def test_gjs_method_sees_two_different_views_and_minimises_gjs_over_them(tmp_path, monkeypatch):
+    from noisykd.config import load_config
+    from noisykd.engine import Trainer
+    from noisykd.methods.loss_baselines import GJSBaseline
+
+    seen = []
+    original = GJSBaseline.training_step
+
+    def recording(self, batch):
+        views = batch.views["train"]
+        expected = gjs_loss(list(self.net(torch.cat(views)).chunk(2)), batch.labels, pis=0.5)  # the default pi1
+        out = original(self, batch)
+        seen.append((views, expected.item(), out.loss.item(), out.logits.shape))
+        return out
+
+    monkeypatch.setattr(GJSBaseline, "training_step", recording)
+    cfg = load_config("digits/sym40", updates={
+        "method": "gjs", "out_dir": str(tmp_path / "gjs"), "augment": {"policy": "weak"},
+        "data": {"train_subset": 200, "val_fraction": 0.0}, "optim": {"epochs": 1, "batch_size": 64}})
+    result = Trainer(cfg, progress=False).run()
+    assert len(seen) == 4 and math.isfinite(result.history[-1]["train_loss"])  # 64 + 64 + 64 + 8
+    for views, expected, loss, logits_shape in seen:
+        assert isinstance(views, tuple) and len(views) == 2 and views[0].shape == views[1].shape
+        assert not torch.equal(views[0], views[1])  # two independent draws of the weak policy
+        assert logits_shape == (len(views[0]), 10)
+        assert loss == pytest.approx(expected, rel=1e-6)
+
+
+def test_js_method_is_the_js_loss_with_its_preset():
+    from noisykd.methods import METHODS
+
+    assert METHODS.describe("js").options == {"pi1": 0.5}
+    assert METHODS.describe("gjs").options == {"pis": 0.5}
+    with pytest.raises(ConfigError, match="pi1"):
+        METHODS["js"].parse_args({"pi1": 1.5}, epochs=1)

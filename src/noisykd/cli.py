@@ -279,7 +279,8 @@ def eval_cmd(
     data: Optional[str] = typer.Option(None, help="evaluate on another data spec's test split"),
     best: bool = typer.Option(False, help="use checkpoints/best.pt (best noisy-validation epoch)"),
 ) -> None:
-    """Evaluate a checkpoint on the test split; prints the accuracy of every head of the method."""
+    """Evaluate a checkpoint on the test split; prints the accuracy of every head of the method and the
+    expected calibration error of its prediction."""
     from .evaluate import evaluate_checkpoint
 
     results = evaluate_checkpoint(target, data_spec=data, best=best)
@@ -288,6 +289,7 @@ def eval_cmd(
         table.add_row(head, _pct(acc))
     console.print(f"{results['checkpoint']} (epoch {results['epoch']}), {results['test_samples']:,} test images")
     console.print(table)
+    console.print(f"expected calibration error of the main head (15 bins): {_pct(results['ece'])}")
 
 
 @app.command("predict")

@@ -23,7 +23,8 @@ def evaluate_checkpoint(target: str | Path, data_spec: str | None = None, best: 
 
     ``data_spec`` evaluates on another source's test split (same classes and image size expected);
     ``best`` picks ``checkpoints/best.pt`` of a run folder instead of ``last.pt``.
-    Returns {"checkpoint", "epoch", "test_samples", "accuracy": {head: accuracy}}.
+    Returns {"checkpoint", "epoch", "test_samples", "accuracy": {head: accuracy}, "ece": the main head's
+    expected calibration error (15 bins)}.
     """
     target = Path(target)
     path = target if target.is_file() else target / "checkpoints" / (BEST if best else LAST)
@@ -51,4 +52,4 @@ def evaluate_checkpoint(target: str | Path, data_spec: str | None = None, best: 
     accuracy = {("main" if k == "test_acc" else k.removeprefix("test_acc_")): v
                 for k, v in row.items() if k.startswith("test_acc")}
     return {"checkpoint": str(path), "epoch": state["epoch"], "test_samples": len(trainer.data.test),
-            "accuracy": accuracy}
+            "accuracy": accuracy, "ece": row["test_ece"]}

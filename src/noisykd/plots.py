@@ -144,3 +144,33 @@ def plot_cmd_selection(history: list[dict], path: Path, *, title: str = "") -> N
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_reliability(bins, path: Path, *, title: str = "") -> None:
+    """A reliability diagram (NRD Fig. 5): per confidence bin, the accuracy (bars) against the diagonal of
+    perfect calibration, the gap to the bin's mean confidence shaded, the ECE in the legend; below, the share
+    of predictions per bin. ``bins``: a :class:`noisykd.calibration.Reliability`."""
+    plt = _pyplot()
+    edges = np.asarray(bins.edges)
+    lo, width = edges[:-1], np.diff(edges)
+    total = max(sum(bins.count), 1)
+    filled = [i for i, c in enumerate(bins.count) if c]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    top.bar(lo[filled], [bins.accuracy[i] for i in filled], width=width[filled], align="edge", color="tab:blue",
+            edgecolor="black", linewidth=0.5, label="accuracy")
+    gap_low = [min(bins.accuracy[i], bins.confidence[i]) for i in filled]
+    gap = [abs(bins.confidence[i] - bins.accuracy[i]) for i in filled]
+    top.bar(lo[filled], gap, bottom=gap_low, width=width[filled], align="edge", color="tab:red", alpha=0.35,
+            edgecolor="tab:red", hatch="//", label="gap to mean confidence")
+    top.plot([0, 1], [0, 1], color="gray", linestyle="--", label="perfect calibration")
+    top.set_xlim(0, 1), top.set_ylim(0, 1), top.set_ylabel("accuracy"), top.grid(alpha=0.3)
+    top.legend(fontsize=8, loc="upper left", title=f"ECE {100 * bins.ece:.2f}% ({len(bins.count)} bins)",
+               title_fontsize=9)
+    bottom.bar(lo, [c / total for c in bins.count], width=width, align="edge", color="gray", edgecolor="black",
+               linewidth=0.5)
+    bottom.set_xlabel("confidence (largest probability)"), bottom.set_ylabel("share"), bottom.grid(alpha=0.3)
+    if title:
+        top.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -36,24 +36,32 @@ def write_rows_csv(rows: list[dict], path: Path) -> None:
 def model_selection(history: list[dict], metric: str = "test_acc") -> dict:
     """The three selections every run reports: last epoch, best noisy-validation epoch, best test (oracle)."""
     last = history[-1]
-    out: dict = {"last": {"epoch": last["epoch"], metric: last.get(metric)}}
+    out: dict = {"last": {"epoch": last["epoch"], metric: last.get(metric), **_ece(last)}}
     with_val = [r for r in history if r.get("val_acc") is not None]
     if with_val:
         best = max(with_val, key=lambda r: (r["val_acc"], r["epoch"]))
-        out["best_noisy_val"] = {"epoch": best["epoch"], "val_acc": best["val_acc"], metric: best.get(metric)}
+        out["best_noisy_val"] = {"epoch": best["epoch"], "val_acc": best["val_acc"], metric: best.get(metric),
+                                 **_ece(best)}
     else:
         out["best_noisy_val"] = None
     with_test = [r for r in history if r.get(metric) is not None]
     if with_test:
         best = max(with_test, key=lambda r: r[metric])
-        out["best_test_oracle"] = {"epoch": best["epoch"], metric: best[metric], "note": ORACLE_NOTE}
+        out["best_test_oracle"] = {"epoch": best["epoch"], metric: best[metric], **_ece(best), "note": ORACLE_NOTE}
     return out
 
 
-def run_summary(config, data, history: list[dict], detection: dict, method_summary: dict, device: str) -> dict:
+def _ece(row: dict) -> dict:
+    """The row's test ECE, when it was measured (a row of a history without a test split has none)."""
+    return {"test_ece": row["test_ece"]} if row.get("test_ece") is not None else {}
+
+
+def run_summary(config, data, history: list[dict], detection: dict, method_summary: dict, device: str,
+                calibration: dict | None = None) -> dict:
     """What ``summary.json`` holds: the run's setting, the three model selections (last, best noisy-val, best
     test as an oracle), the detection (detector, rule and, when the truth is known, its metrics), the
-    method's own summary and the median training throughput."""
+    calibration of the last epoch's test prediction (ECE and reliability bins), the method's own summary and
+    the median training throughput."""
     import numpy as np
 
     return {
@@ -70,6 +78,7 @@ def run_summary(config, data, history: list[dict], detection: dict, method_summa
                           "source": data.normalization.source},
         **model_selection(history),
         "detection": detection,
+        "calibration": calibration,
         "method_summary": method_summary,
         "median_img_per_s": float(np.median([r["img_per_s"] for r in history])),
         "device": device,

@@ -29,7 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import augment
+from .. import augment, plots
+from ..calibration import Reliability, reliability
 from ..config import RunConfig, save_config
 from ..data import ImageSplit
 from ..errors import CheckpointError, ConfigError, ContractError, DataError, OutputError
@@ -92,6 +93,8 @@ class Trainer:
             config.out_dir = str(default_run_dir(config))
         self.out_dir = Path(config.out_dir)
         self.schedule = LearningRateSchedule(config.optim)
+        #: (global step, reliability bins) of the latest test evaluation, for reliability.png at the end
+        self.test_reliability: tuple[int, Reliability] | None = None
 
     # ------------------------------------------------------------------------------------------------------
     def run(self, resume: bool | str | Path = False, extend: bool = False) -> RunResult:
@@ -339,14 +342,17 @@ class Trainer:
         return prediction
 
     def evaluate(self) -> dict[str, float | None]:
-        """Test accuracy of the prediction (``test_acc``) and of every head (``test_acc_NAME``); noisy-validation
-        accuracy (``val_acc``)."""
+        """Test accuracy of the prediction (``test_acc``) and of every head (``test_acc_NAME``), the expected
+        calibration error of the prediction's logits (``test_ece``, 15 bins); noisy-validation accuracy
+        (``val_acc``)."""
         row: dict[str, float | None] = {}
         if self.data.test is not None:
             labels = torch.from_numpy(self.data.test.labels)
             prediction = self.predict_split(self.data.test)
             row["test_acc"] = _reported_accuracy(prediction, labels)
             row.update({f"test_acc_{name}": _accuracy(logits, labels) for name, logits in prediction.heads.items()})
+            self.test_reliability = (self.step, reliability(prediction.logits, labels))
+            row["test_ece"] = self.test_reliability[1].ece
         if self.data.val is not None:
             row["val_acc"] = _reported_accuracy(self.predict_split(self.data.val), torch.from_numpy(self.data.val.labels))
         self.nets.train(True)
@@ -435,15 +441,29 @@ class Trainer:
         except OSError as e:
             raise output_error(e, self.out_dir) from None
 
+    def _final_reliability(self) -> Reliability | None:
+        """The reliability bins of the last epoch's test prediction (evaluated again if this process did not
+        evaluate it, e.g. a run resumed after its last checkpoint); None without a test split."""
+        if self.data.test is None:
+            return None
+        if self.test_reliability is None or self.test_reliability[0] != self.step:
+            self.evaluate()
+        return self.test_reliability[1]
+
     def _finish(self) -> RunResult:
         out, rows = self.out_dir, self.data.train.indices
         outputs = collect_outputs(self.data, self.predict_split(self.data.train).logits, self.method.name,
                                   self.method.sample_outputs(), self.config.seed)
         self.store.export(out / "samples.npz", out / "samples.csv", columns=outputs.columns, rows=rows)
+        calibration = self._final_reliability()
         summary = report.run_summary(self.config, self.data, self.history, outputs.detection_summary(rows),
-                                     self.method.summary(), str(self.device))
+                                     self.method.summary(), str(self.device),
+                                     calibration=None if calibration is None else calibration.to_dict())
         report.write_json(summary, out / "summary.json")
-        report.plot_curves(self.history, out / "curves.png", title=f"{self.config.method} on {self.config.data.spec}")
+        title = f"{self.config.method} on {self.config.data.spec}"
+        report.plot_curves(self.history, out / "curves.png", title=title)
+        if calibration is not None:
+            plots.plot_reliability(calibration, out / "reliability.png", title=f"{title}, test set, last epoch")
         truth = None
         if self.data.clean_labels is not None:
             noisy = self.data.noisy

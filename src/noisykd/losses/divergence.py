@@ -147,8 +147,8 @@ def target_distribution(labels: torch.Tensor, logits: torch.Tensor) -> torch.Ten
 def js_loss(
     logits: torch.Tensor, labels: torch.Tensor, pi1: float, scale: bool = True, reduction: str = "mean"
 ) -> torch.Tensor:
-    """JS loss of Englesson & Azizpour 2021: JS_pi(onehot(y), p) / Z, weights (pi1, 1 - pi1), Z as in
-    :func:`gjs_scale` (``scale=True``, default; their code "JSWCS" scales JS too).
+    """JS loss of Englesson & Azizpour 2021: JS_pi(onehot(y), p) / Z, weights (pi1, 1 - pi1), scaled by GJS's
+    normaliser 1/Z (``scale=True``, default; their code "JSWCS" scales JS too; Z: ``gjs_scale``).
 
     Tends to CE as pi1 -> 0 and to (1/2)||onehot(y) - p||_1 (MAE) as pi1 -> 1. Shapes: logits (B, C), labels
     int (B,) or soft targets float (B, C). Values: NRD Table 5 "JS (pi1)" per setting, 0.1-0.9.

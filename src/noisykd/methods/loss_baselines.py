@@ -1,8 +1,9 @@
 """Loss baselines: one network trained on the given labels with a (noise-robust) loss.
 
-CE, label smoothing (LS), confidence penalty (CP), soft bootstrapping (Boot), GCE, SCE and NCE+RCE, each with
+CE, label smoothing (LS), confidence penalty (CP), soft bootstrapping (Boot), GCE, SCE, NCE+RCE and JS, each with
 its papers' hyperparameters as presets (``noisykd.losses.presets``); ``method_args`` override them, e.g.
-``--set method_args.q=0.5`` for GCE. Each is registered as its own method class (``LOSS_BASELINES``).
+``--set method_args.q=0.5`` for GCE. Each is registered as its own method class (``LOSS_BASELINES``). GJS
+(Englesson & Azizpour 2021) is the one that sees two augmented views of every image (``GJSBaseline``).
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ import torch
 
 from ..errors import ConfigError
 from ..losses import LOSS_PRESETS, LOSSES, get_loss
-from .base import Batch, Method, MethodContext, Prediction, StepOutput
+from .base import Batch, Method, MethodContext, Prediction, StepOutput, View
 from .registry import register_method
 
-LOSS_BASELINES = ("ce", "ls", "cp", "boot", "gce", "sce", "nce_rce")
+LOSS_BASELINES = ("ce", "ls", "cp", "boot", "gce", "sce", "nce_rce", "js")
 
 
 class LossBaseline(Method):
@@ -66,3 +67,27 @@ for _loss in LOSS_BASELINES:
     register_method(_loss)(type(f"{_loss.upper()}Baseline", (LossBaseline,), {
         "loss": _loss, "__doc__": _loss_summary(_loss) + "\n\n" + inspect.cleandoc(LossBaseline.__doc__ or ""),
         "__module__": __name__}))
+
+
+@register_method("gjs")
+class GJSBaseline(LossBaseline):
+    """One network trained with GJS (Englesson & Azizpour 2021) on two augmented views of every image.
+
+    Loss: GJS_pi(onehot(y), p(view 1), p(view 2)) / Z. ``pis``: pi1 (the label's weight; the views share
+    1 - pi1 equally) or the three weights; ``scale``: divide by Z = -(1 - pi1) ln(1 - pi1) (their CIFAR code,
+    "JSWCS"; default). The two views are two independent draws of the run's augmentation policy
+    (``augment.views.train`` replaces it). Both go through the network as one batch of 2B images: one
+    forward pass, and BatchNorm normalises the two views together (our choice; the paper does not say). The
+    first view's logits are the training accuracy's.
+    """
+
+    loss: ClassVar[str] = "gjs"
+
+    def views(self):
+        return {"train": View(count=2)}
+
+    def training_step(self, batch: Batch) -> StepOutput:
+        first, second = batch.views["train"]
+        logits = self.net(torch.cat([first, second]))
+        views = logits.chunk(2)
+        return StepOutput(loss=self.loss_fn(list(views), batch.labels), logits=views[0])
