@@ -22,13 +22,18 @@ Order inside the ``weak`` policies (as in torchvision / DeVries & Taylor referen
 uint8 image (so zero padding is black, as ``RandomCrop(32, padding=4)`` on a PIL image), then normalise,
 then cutout (so the erased square is 0 after normalisation, i.e. the data set's mean colour).
 
-Adding a policy (e.g. RandAugment, AugMix later)::
+RandAugment and AugMix (:class:`RandAugment`, :class:`AugMix`; policies ``randaugment`` and ``augmix``) give
+every image its own ops, drawn from the generator, and apply each op to the images that drew it (a loop over
+op types, chain depth and mixture width, never over images); the ops, with PIL's semantics, are in
+:mod:`noisykd.augment_ops`.
+
+Adding a policy::
 
     @register_policy("my_policy")
     def _my_policy(*, mean, std, image_size, strength=1.0):
         return MyPolicy(mean, std, strength)       # a Policy: (batch_u8 BHWC, generator) -> BCHW float
 
-A library that only draws from the global RNG (kornia's ``RandAugment``) can be wrapped in
+A library that only draws from the global RNG (e.g. kornia's augmentations) can be wrapped in
 :func:`global_rng_from`, which seeds a forked global RNG from the generator and restores it afterwards.
 """
 
@@ -431,7 +436,7 @@ RANDAUGMENT_OPS = ("identity", "shear_x", "shear_y", "translate_x", "translate_y
 def randaugment_magnitudes(num_bins: int, height: int, width: int) -> dict[str, tuple[torch.Tensor | None, bool]]:
     """op name -> (the ``num_bins`` magnitudes, float32, or None for ops without one; whether the op is signed).
 
-    Copied from torchvision's ``RandAugment._augmentation_space(num_bins, (H, W))`` (torchvision 0.15-0.20):
+    The ranges of torchvision's ``transforms.RandAugment._augmentation_space(num_bins, (H, W))``:
     Identity none; ShearX/ShearY linspace(0, 0.3) (shear factor); TranslateX linspace(0, 150/331 * W),
     TranslateY linspace(0, 150/331 * H) (pixels, truncated to int when applied); Rotate linspace(0, 30)
     (degrees); Brightness/Color/Contrast/Sharpness linspace(0, 0.9) (PIL factor 1 + v); Posterize
