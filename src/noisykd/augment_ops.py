@@ -33,7 +33,6 @@ GPU note: :func:`apply_per_image` finds the images of each op with ``nonzero`` (
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Sequence
 
 import torch
@@ -261,7 +260,8 @@ def blend(degenerate: torch.Tensor, x: torch.Tensor, factor) -> torch.Tensor:
 
 
 def brightness(x: torch.Tensor, factor) -> torch.Tensor:
-    """PIL ``ImageEnhance.Brightness(img).enhance(factor)``: blend with black. factor: (B,) or a number, 1 = identity."""
+    """PIL ``ImageEnhance.Brightness(img).enhance(factor)``: blend with black. factor: (B,) or a number,
+    1 = identity."""
     _check_images(x)
     return blend(torch.zeros((), dtype=torch.uint8, device=x.device), x, factor)
 
