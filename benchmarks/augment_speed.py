@@ -1,10 +1,14 @@
-"""Throughput of the batched ``weak`` policy vs a per-image PIL / numpy loop (what DataLoader workers do).
+"""Throughput of the batched policies vs per-image PIL / numpy loops (what DataLoader workers do).
 
 Usage: python benchmarks/augment_speed.py [--batch 512] [--repeats 30] [--threads 2] [--device cpu|cuda]
 
-Prints images/s (median over repeats) for each variant and the speed-up of the batched policy over the
-per-image loops. The loops run single-threaded in this process, like one DataLoader worker; multiply their
-rate by the number of workers for a whole host. Timings on a shared machine are noisy: read the medians.
+Prints images/s (median over repeats) for each variant and the speed-up of each batched policy over its
+per-image loop: ``weak`` against a PIL and a numpy crop + flip loop; the NRD student view
+``randaugment(n=1, m=3, cutout_size=16)`` against torchvision's RandAugment(1, 3) written out with PIL, then crop,
+flip, normalise and cutout per image; the NRD teacher view ``augmix(severity=3, width=3)`` against AugMix's
+``aug()`` (google-research/augmix) written out with PIL, then crop, flip and normalise per image. The loops run
+single-threaded in this process, like one DataLoader worker; multiply their rate by the number of workers for
+a whole host. Timings on a shared machine are noisy: read the medians.
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ import time
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageEnhance, ImageOps
 
-from noisykd.augment import CIFAR10_MEAN, CIFAR10_STD, AugmentPipeline
+from noisykd.augment import (AUGMIX_OPS, CIFAR10_MEAN, CIFAR10_STD, RANDAUGMENT_OPS, AugmentPipeline,
+                             randaugment_magnitudes)
 
 MEAN = np.array(CIFAR10_MEAN, dtype=np.float32)
 STD = np.array(CIFAR10_STD, dtype=np.float32)
@@ -49,6 +54,110 @@ def numpy_loop(images: np.ndarray, rng: np.random.Generator, padding: int = 4) -
         if rng.random() < 0.5:
             crop = crop[:, ::-1]
         out[i] = ((crop.astype(np.float32) / 255.0 - MEAN) / STD).transpose(2, 0, 1)
+    return out
+
+
+def _crop_flip_normalize(arr: np.ndarray, rng: np.random.Generator, padding: int = 4) -> np.ndarray:
+    """H x W x C array (uint8 or float 0-255) -> normalised float32 C x H x W: zero-pad crop, flip, normalise."""
+    h, w = arr.shape[:2]
+    padded = np.pad(arr, ((padding, padding), (padding, padding), (0, 0)))
+    dy, dx = rng.integers(0, 2 * padding + 1, size=2)
+    crop = padded[dy:dy + h, dx:dx + w]
+    if rng.random() < 0.5:
+        crop = crop[:, ::-1]
+    return ((crop.astype(np.float32) / 255.0 - MEAN) / STD).transpose(2, 0, 1)
+
+
+_ENHANCERS = {"brightness": ImageEnhance.Brightness, "color": ImageEnhance.Color,
+              "contrast": ImageEnhance.Contrast, "sharpness": ImageEnhance.Sharpness}
+
+
+def _pil_randaugment_op(im: Image.Image, name: str, v: float) -> Image.Image:
+    """torchvision's ``_apply_op`` on a PIL image (NEAREST, fill 0)."""
+    size, affine = im.size, Image.Transform.AFFINE
+    if name == "identity":
+        return im
+    if name == "shear_x":
+        return im.transform(size, affine, (1, v, 0, 0, 1, 0), Image.Resampling.NEAREST)
+    if name == "shear_y":
+        return im.transform(size, affine, (1, 0, 0, v, 1, 0), Image.Resampling.NEAREST)
+    if name == "translate_x":
+        return im.transform(size, affine, (1, 0, -int(v), 0, 1, 0), Image.Resampling.NEAREST)
+    if name == "translate_y":
+        return im.transform(size, affine, (1, 0, 0, 0, 1, -int(v)), Image.Resampling.NEAREST)
+    if name == "rotate":
+        return im.rotate(v, Image.Resampling.NEAREST)
+    if name in _ENHANCERS:
+        return _ENHANCERS[name](im).enhance(1.0 + v)
+    if name == "posterize":
+        return ImageOps.posterize(im, int(v))
+    if name == "solarize":
+        return ImageOps.solarize(im, v)
+    return getattr(ImageOps, name)(im)  # autocontrast, equalize
+
+
+def pil_randaugment_loop(images: np.ndarray, rng: np.random.Generator, n: int = 1, m: int = 3,
+                         cutout_size: int = 16) -> np.ndarray:
+    """torchvision's RandAugment(n, m) on each PIL image, then crop 32 pad 4, flip, normalise, Cutout."""
+    h, w = images.shape[1:3]
+    table = {name: (float(v[m]) if v is not None else 0.0, signed)
+             for name, (v, signed) in randaugment_magnitudes(31, h, w).items()}
+    out = np.empty((len(images), images.shape[3], h, w), dtype=np.float32)
+    for i, img in enumerate(images):
+        im = Image.fromarray(img)
+        for _ in range(n):
+            name = RANDAUGMENT_OPS[rng.integers(len(RANDAUGMENT_OPS))]
+            v, signed = table[name]
+            if signed and rng.random() < 0.5:
+                v = -v
+            im = _pil_randaugment_op(im, name, v)
+        x = _crop_flip_normalize(np.asarray(im), rng)
+        cy, cx = rng.integers(0, h), rng.integers(0, w)
+        x[:, max(cy - cutout_size // 2, 0):max(cy - cutout_size // 2 + cutout_size, 0),
+          max(cx - cutout_size // 2, 0):max(cx - cutout_size // 2 + cutout_size, 0)] = 0.0
+        out[i] = x
+    return out
+
+
+def _pil_augmix_op(im: Image.Image, name: str, severity: float, rng: np.random.Generator) -> Image.Image:
+    """AugMix's ``augmentations.<name>(img, severity)``: level ~ U(0.1, severity), PIL BILINEAR geometry."""
+    level = rng.uniform(0.1, severity)
+    size, affine, bilinear = im.size, Image.Transform.AFFINE, Image.Resampling.BILINEAR
+    if name == "autocontrast":
+        return ImageOps.autocontrast(im)
+    if name == "equalize":
+        return ImageOps.equalize(im)
+    if name == "posterize":
+        return ImageOps.posterize(im, 4 - int(level * 4 / 10))
+    if name == "solarize":
+        return ImageOps.solarize(im, 256 - int(level * 256 / 10))
+    sign = -1 if rng.uniform() > 0.5 else 1
+    if name == "rotate":
+        return im.rotate(sign * int(level * 30 / 10), resample=bilinear)
+    if name == "shear_x":
+        return im.transform(size, affine, (1, sign * level * 0.3 / 10, 0, 0, 1, 0), resample=bilinear)
+    if name == "shear_y":
+        return im.transform(size, affine, (1, 0, 0, sign * level * 0.3 / 10, 1, 0), resample=bilinear)
+    if name == "translate_x":
+        return im.transform(size, affine, (1, 0, sign * int(level * size[0] / 3 / 10), 0, 1, 0), resample=bilinear)
+    return im.transform(size, affine, (1, 0, 0, 0, 1, sign * int(level * size[1] / 3 / 10)), resample=bilinear)
+
+
+def pil_augmix_loop(images: np.ndarray, rng: np.random.Generator, severity: float = 3, width: int = 3,
+                    alpha: float = 1.0) -> np.ndarray:
+    """AugMix's ``aug()`` per PIL image (depth 1-3), mixed in float, then crop 32 pad 4, flip, normalise."""
+    out = np.empty((len(images), images.shape[3], images.shape[1], images.shape[2]), dtype=np.float32)
+    for i, img in enumerate(images):
+        ws = np.float32(rng.dirichlet([alpha] * width))
+        m = np.float32(rng.beta(alpha, alpha))
+        im = Image.fromarray(img)
+        mix = np.zeros(img.shape, dtype=np.float32)
+        for k in range(width):
+            aug = im
+            for _ in range(rng.integers(1, 4)):
+                aug = _pil_augmix_op(aug, AUGMIX_OPS[rng.integers(len(AUGMIX_OPS))], severity, rng)
+            mix += ws[k] * np.asarray(aug, dtype=np.float32)
+        out[i] = _crop_flip_normalize((1 - m) * img.astype(np.float32) + m * mix, rng)
     return out
 
 
@@ -87,10 +196,20 @@ def main() -> None:
             pipe = AugmentPipeline(name, CIFAR10_MEAN, CIFAR10_STD, 32, padding_mode=mode)
             sec = median_seconds(lambda: pipe(batch, g), args.repeats, sync)
             rates[f"batched {name} ({mode}, {device.type}, {args.threads} thr)"] = args.batch / sec
+    strong = {"randaugment": ("randaugment(n=1, m=3, cutout_size=16)", dict(n=1, m=3, cutout_size=16)),
+              "augmix": ("augmix(severity=3, width=3)", dict(severity=3, width=3))}
+    for name, (label, options) in strong.items():
+        pipe = AugmentPipeline(name, CIFAR10_MEAN, CIFAR10_STD, 32, padding_mode="constant", **options)
+        sec = median_seconds(lambda: pipe(batch, g), args.repeats, sync)
+        rates[f"batched {label} ({device.type}, {args.threads} thr)"] = args.batch / sec
     loop_repeats = max(3, args.repeats // 5)
     rates["per-image PIL loop (1 thread)"] = args.batch / median_seconds(lambda: pil_loop(images, rng), loop_repeats)
     rates["per-image numpy loop (1 thread)"] = args.batch / median_seconds(lambda: numpy_loop(images, rng),
                                                                           loop_repeats)
+    rates["per-image PIL RandAugment(1, 3) + crop/flip/cutout (1 thread)"] = args.batch / median_seconds(
+        lambda: pil_randaugment_loop(images, rng), loop_repeats)
+    rates["per-image PIL AugMix(3, 3) + crop/flip (1 thread)"] = args.batch / median_seconds(
+        lambda: pil_augmix_loop(images, rng), loop_repeats)
 
     width = max(map(len, rates))
     for label, rate in rates.items():
@@ -98,6 +217,10 @@ def main() -> None:
     weak = rates[f"batched weak (constant, {device.type}, {args.threads} thr)"]
     print(f"speed-up of batched weak over the PIL loop:   {weak / rates['per-image PIL loop (1 thread)']:.1f}x")
     print(f"speed-up of batched weak over the numpy loop: {weak / rates['per-image numpy loop (1 thread)']:.1f}x")
+    for name, loop in (("randaugment", "per-image PIL RandAugment(1, 3) + crop/flip/cutout (1 thread)"),
+                       ("augmix", "per-image PIL AugMix(3, 3) + crop/flip (1 thread)")):
+        ours = rates[f"batched {strong[name][0]} ({device.type}, {args.threads} thr)"]
+        print(f"speed-up of batched {name} over its PIL loop: {ours / rates[loop]:.1f}x")
 
 
 if __name__ == "__main__":

@@ -62,6 +62,16 @@ def test_speed_benchmark_runs(tmp_path):
     assert result["ratios"]["train_ours_over_classic"] > 0
 
 
+def test_augment_speed_benchmark_runs():
+    # A smoke run (8 images, one repeat): every policy and its per-image PIL loop runs; no timing is checked.
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "augment_speed.py"), "--batch", "8",
+                           "--repeats", "1", "--threads", "1"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for line in ("batched randaugment(n=1, m=3, cutout_size=16)", "batched augmix(severity=3, width=3)",
+                 "per-image PIL RandAugment(1, 3)", "per-image PIL AugMix(3, 3)"):
+        assert line in proc.stdout
+
+
 def test_bkd_vs_ce_takes_any_method_spec(tmp_path):
     out = tmp_path / "spec"
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bkd_vs_ce.py"), "--preset", "digits",

@@ -54,7 +54,8 @@ def test_bad_input_is_one_clear_line(args, message):
     (["--set", "method=bkd", "--set", "method_args.k=2.5"], "method_args.k: expected an integer, got 2.5"),
     (["--set", "method=gce", "--set", "method_args.q=5"], "invalid hyperparameters for 'gce'"),
     (["--set", "augment.policy=two_weak"], "view 'train' takes one image per sample, but 'two_weak' makes 2"),
-    (["--set", "augment.views.teacher=augmix"], "unknown augmentation policy 'augmix'"),
+    (["--set", "augment.views.teacher=nosuchpolicy"], "unknown augmentation policy 'nosuchpolicy'"),
+    (["--set", "augment.views.teacher=augmix"], "augment.views names ['teacher'], but method 'ce' has the views"),
 ])
 def test_bad_training_settings_are_one_line_and_leave_nothing(tmp_path, setting, message):
     """Each of these ended in a traceback, or after a full epoch, before the contract v2."""

@@ -22,13 +22,18 @@ Order inside the ``weak`` policies (as in torchvision / DeVries & Taylor referen
 uint8 image (so zero padding is black, as ``RandomCrop(32, padding=4)`` on a PIL image), then normalise,
 then cutout (so the erased square is 0 after normalisation, i.e. the data set's mean colour).
 
-Adding a policy (e.g. RandAugment, AugMix later)::
+RandAugment and AugMix (:class:`RandAugment`, :class:`AugMix`; policies ``randaugment`` and ``augmix``) give
+every image its own ops, drawn from the generator, and apply each op to the images that drew it (a loop over
+op types, chain depth and mixture width, never over images); the ops, with PIL's semantics, are in
+:mod:`noisykd.augment_ops`.
+
+Adding a policy::
 
     @register_policy("my_policy")
     def _my_policy(*, mean, std, image_size, strength=1.0):
         return MyPolicy(mean, std, strength)       # a Policy: (batch_u8 BHWC, generator) -> BCHW float
 
-A library that only draws from the global RNG (kornia's ``RandAugment``) can be wrapped in
+A library that only draws from the global RNG (e.g. kornia's augmentations) can be wrapped in
 :func:`global_rng_from`, which seeds a forked global RNG from the generator and restores it afterwards.
 """
 
@@ -36,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -45,6 +51,7 @@ import torch
 
 # The normalisation constants and statistics belong to the data layer; re-exported here for convenience.
 from .data.normalization import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, dataset_stats
+from . import augment_ops as O
 from .errors import ConfigError, DataError
 from .registry import Registry
 
@@ -117,6 +124,69 @@ def _bernoulli(p: float, size: int, generator: torch.Generator, device: torch.de
     """bool tensor of ``size`` values, each True with probability p (p=1 always, p=0 never: rand < 1)."""
     draw = torch.rand((size,), generator=generator, device=generator.device) < p
     return draw.to(device, non_blocking=True)
+
+
+def _uniform(size: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """float64 tensor of ``size`` values uniform in [0, 1), drawn on the generator's device, on ``device``."""
+    draw = torch.rand((size,), generator=generator, device=generator.device, dtype=torch.float64)
+    return draw.to(device, non_blocking=True)
+
+
+_GAMMA_BLOCK = 4  # Marsaglia-Tsang candidates drawn per value at once (each accepted with probability > 0.95)
+
+
+def sample_log_gamma(shape: float, size: int, generator: torch.Generator) -> torch.Tensor:
+    """log of ``size`` Gamma(shape, 1) samples, float64 on the generator's device, drawn from ``generator`` only.
+
+    Why not ``torch._standard_gamma`` / ``torch.distributions``: they take no generator (global RNG only), so a
+    run could not be replayed from its generator state. This is Marsaglia & Tsang (2000): d = a - 1/3,
+    c = 1/sqrt(9d); with z ~ N(0, 1), u ~ U(0, 1) and v = (1 + cz)^3, accept d*v when v > 0 and
+    log u < z^2/2 + d - dv + d log v. Vectorised: every round draws ``_GAMMA_BLOCK`` candidates (normals, then
+    uniforms) for all ``size`` values and each value takes its first accepted one; rounds repeat (rarely) until all
+    are accepted, so the number of draws is a function of the generator state alone and replays exactly. For
+    shape < 1: Gamma(a) = Gamma(a + 1) * U^(1/a), with the extra U (size values, in (0, 1]) drawn last.
+    Returned as a log so that tiny shapes cannot underflow to 0 (log Dirichlet / Beta stay finite).
+    """
+    if not shape > 0 or not math.isfinite(shape):
+        raise ConfigError(f"a Gamma shape must be a positive finite number, got {shape!r}")
+    gdev = generator.device
+    boost = shape < 1
+    a = shape + 1.0 if boost else float(shape)
+    d = a - 1.0 / 3.0
+    c = 1.0 / math.sqrt(9.0 * d)
+    out = torch.zeros(size, dtype=torch.float64, device=gdev)
+    done = torch.zeros(size, dtype=torch.bool, device=gdev)
+    while not bool(done.all()):  # one round almost always suffices: a sync per round, not per value
+        z = torch.randn((_GAMMA_BLOCK, size), generator=generator, device=gdev, dtype=torch.float64)
+        u = torch.rand((_GAMMA_BLOCK, size), generator=generator, device=gdev, dtype=torch.float64)
+        v = (1.0 + c * z) ** 3
+        log_v = torch.log(v.clamp(min=1e-300))  # v <= 0 is rejected below; the clamp only avoids nan
+        ok = (v > 0) & (torch.log(u) < 0.5 * z * z + d - d * v + d * log_v)
+        first = ok.to(torch.uint8).argmax(0, keepdim=True)  # the first accepted candidate (argmax: first max)
+        value = math.log(d) + log_v.gather(0, first).squeeze(0)
+        take = ok.any(0) & ~done
+        out = torch.where(take, value, out)
+        done |= take
+    if boost:
+        u = 1.0 - torch.rand((size,), generator=generator, device=gdev, dtype=torch.float64)  # in (0, 1]
+        out = out + torch.log(u) / shape
+    return out
+
+
+def sample_dirichlet(alpha: float, rows: int, k: int, generator: torch.Generator,
+                     device: torch.device) -> torch.Tensor:
+    """``rows`` x ``k`` float32 on ``device``, each row ~ Dirichlet(alpha * ones(k)): normalised Gamma(alpha)
+    samples (a softmax of their logs), drawn with :func:`sample_log_gamma` from ``generator``."""
+    log_g = sample_log_gamma(alpha, rows * k, generator).view(rows, k)
+    return torch.softmax(log_g, dim=1).to(device=device, dtype=torch.float32)
+
+
+def sample_beta(a: float, b: float, size: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """``size`` float32 values ~ Beta(a, b) on ``device``: X / (X + Y) with X ~ Gamma(a), Y ~ Gamma(b) (X drawn
+    first), computed as sigmoid(log X - log Y)."""
+    log_x = sample_log_gamma(a, size, generator)
+    log_y = sample_log_gamma(b, size, generator)
+    return torch.sigmoid(log_x - log_y).to(device=device, dtype=torch.float32)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -355,6 +425,299 @@ class MultiView(Policy):
 
 
 # --------------------------------------------------------------------------------------------------------
+# RandAugment and AugMix (per-image random op choice, batched; ops in noisykd.augment_ops)
+# --------------------------------------------------------------------------------------------------------
+
+#: torchvision's RandAugment op list, in its order (``RandAugment._augmentation_space``).
+RANDAUGMENT_OPS = ("identity", "shear_x", "shear_y", "translate_x", "translate_y", "rotate", "brightness", "color",
+                   "contrast", "sharpness", "posterize", "solarize", "autocontrast", "equalize")
+
+
+def randaugment_magnitudes(num_bins: int, height: int, width: int) -> dict[str, tuple[torch.Tensor | None, bool]]:
+    """op name -> (the ``num_bins`` magnitudes, float32, or None for ops without one; whether the op is signed).
+
+    The ranges of torchvision's ``transforms.RandAugment._augmentation_space(num_bins, (H, W))``:
+    Identity none; ShearX/ShearY linspace(0, 0.3) (shear factor); TranslateX linspace(0, 150/331 * W),
+    TranslateY linspace(0, 150/331 * H) (pixels, truncated to int when applied); Rotate linspace(0, 30)
+    (degrees); Brightness/Color/Contrast/Sharpness linspace(0, 0.9) (PIL factor 1 + v); Posterize
+    8 - round(arange(num_bins) / ((num_bins - 1) / 4)) (bits kept); Solarize linspace(255, 0) (threshold);
+    AutoContrast and Equalize none. Signed (sign flipped with probability 1/2): shears, translations, rotation
+    and the four enhance ops. Float32 as torchvision's tensors, so that magnitude m is bit-identical.
+    """
+    def lin(hi: float, lo: float = 0.0) -> torch.Tensor:
+        return torch.linspace(lo, hi, num_bins, dtype=torch.float32)
+
+    enhance = lin(0.9)
+    posterize_bits = (8 - (torch.arange(num_bins) / ((num_bins - 1) / 4)).round().int()).float()
+    return {
+        "identity": (None, False),
+        "shear_x": (lin(0.3), True), "shear_y": (lin(0.3), True),
+        "translate_x": (lin(150.0 / 331.0 * width), True), "translate_y": (lin(150.0 / 331.0 * height), True),
+        "rotate": (lin(30.0), True),
+        "brightness": (enhance, True), "color": (enhance, True), "contrast": (enhance, True),
+        "sharpness": (enhance, True),
+        "posterize": (posterize_bits, False),
+        "solarize": (torch.linspace(255.0, 0.0, num_bins, dtype=torch.float32), False),
+        "autocontrast": (None, False), "equalize": (None, False),
+    }
+
+
+class RandAugment(Policy):
+    """RandAugment (Cubuk et al. 2020) as torchvision's ``RandAugment(num_ops=n, magnitude=m, num_bins)`` on a PIL
+    image, per image, batched; then crop + flip (as :class:`CropFlipCutout`), normalise, and cutout.
+
+    Each image draws its own ``n`` ops uniformly with replacement from :data:`RANDAUGMENT_OPS` (14 ops, identity
+    included) and, for each, a sign (probability 1/2 each); the magnitude index ``m`` is fixed (torchvision's
+    ``magnitude``: the m-th of ``num_bins`` values, :func:`randaugment_magnitudes`). Ops run in sequence on the
+    uint8 image with PIL's semantics (:mod:`noisykd.augment_ops`; geometry with NEAREST and fill 0,
+    torchvision's defaults). The NRD / GJS student view is ``randaugment(n=1, m=3, cutout_size=16)``:
+    RandAugment(N=1, M=3) -> crop 32 pad 4 -> flip -> Cutout 16.
+
+    Draws, in order: for each of the n rounds, the ops (B values) then the signs (B values; drawn for every image,
+    signed op or not, so the stream does not depend on the images); then crop dy, dx, flip; then cutout cy, cx.
+    """
+
+    def __init__(self, mean, std, n: int = 2, m: int = 9, num_bins: int = 31, padding: int = 4,
+                 padding_mode: str = "constant", flip_p: float = 0.5, cutout_size: int = 0):
+        super().__init__(mean, std)
+        _check_int_option("randaugment", "n", n, 0)
+        _check_int_option("randaugment", "num_bins", num_bins, 2)
+        _check_int_option("randaugment", "m", m, 0)
+        if m >= num_bins:
+            raise ConfigError(f"randaugment option m (magnitude index) must be below num_bins = {num_bins}, got {m}")
+        self.n, self.m, self.num_bins = n, m, num_bins
+        self.weak = CropFlipCutout(mean, std, padding=padding, padding_mode=padding_mode, flip_p=flip_p,
+                                   cutout_size=cutout_size)
+        self._magnitudes: dict[tuple[int, int], dict[str, tuple[float, bool]]] = {}
+
+    def magnitudes(self, height: int, width: int) -> dict[str, tuple[float, bool]]:
+        """op name -> (its magnitude at index m, as a Python float from the float32 table; signed?)."""
+        if (height, width) not in self._magnitudes:
+            table = randaugment_magnitudes(self.num_bins, height, width)
+            self._magnitudes[(height, width)] = {
+                name: (float(v[self.m].item()) if v is not None else 0.0, signed)
+                for name, (v, signed) in table.items()}
+        return self._magnitudes[(height, width)]
+
+    def draw(self, b: int, generator: torch.Generator, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ops, negative): ``n`` x B int64 indices into :data:`RANDAUGMENT_OPS` and ``n`` x B bool signs (True:
+        the magnitude is negated, for signed ops), on ``device``."""
+        ops, negative = [], []
+        for _ in range(self.n):  # a loop over rounds, not images
+            ops.append(_randint(len(RANDAUGMENT_OPS), b, generator, device))
+            negative.append(_bernoulli(0.5, b, generator, device))
+        if not ops:
+            empty = torch.zeros((0, b), dtype=torch.int64, device=device)
+            return empty, empty.bool()
+        return torch.stack(ops), torch.stack(negative)
+
+    def apply(self, x: torch.Tensor, ops: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+        """The RandAugment ops alone: uint8 B x C x H x W -> uint8 B x C x H x W, image i getting ops[r, i] with
+        sign negative[r, i] in round r = 0 .. n-1 (as drawn by :meth:`draw`)."""
+        mags = self.magnitudes(x.shape[2], x.shape[3])
+        for r in range(ops.shape[0]):
+            sign = torch.where(negative[r], -1.0, 1.0).to(torch.float64)
+            x = O.apply_per_image(x, ops[r], [_randaugment_op(name, *mags[name], sign)
+                                              for name in RANDAUGMENT_OPS])
+        return x
+
+    def __call__(self, batch_u8: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        generator = _check_generator(generator)
+        x = channels_first(batch_u8)
+        ops, negative = self.draw(x.shape[0], generator, x.device)
+        return self.weak(self.apply(x, ops, negative).permute(0, 2, 3, 1), generator)
+
+    def extra_repr(self) -> str:
+        return f"n={self.n}, m={self.m}, num_bins={self.num_bins}, {self.weak.extra_repr()}"
+
+
+def _randaugment_op(name: str, magnitude: float, signed: bool, sign: torch.Tensor) -> O.OpFn:
+    """fn(images, idx) applying torchvision's ``_apply_op(name, ±magnitude)`` to the images at positions idx."""
+
+    def value(idx: torch.Tensor) -> torch.Tensor:  # the per-image magnitude, signed as drawn (float64)
+        return sign.index_select(0, idx) * magnitude if signed else torch.full_like(idx, magnitude, dtype=torch.float64)
+
+    if name == "identity":
+        return lambda x, idx: x
+    if name in ("shear_x", "shear_y", "rotate"):
+        op = getattr(O, name)
+        return lambda x, idx: op(x, value(idx), "nearest")
+    if name in ("translate_x", "translate_y"):
+        op = getattr(O, name)
+        # torchvision: translate=[int(magnitude), 0], int() truncating towards 0 (the sign commutes with it).
+        return lambda x, idx: op(x, value(idx).trunc(), "nearest")
+    if name in ("brightness", "color", "contrast", "sharpness"):
+        op = getattr(O, name)
+        return lambda x, idx: op(x, 1.0 + value(idx))  # PIL factor 1 + v (float32 inside, as PIL's C float)
+    if name == "posterize":
+        return lambda x, idx: O.posterize(x, int(magnitude))
+    if name == "solarize":
+        return lambda x, idx: O.solarize(x, magnitude)
+    return lambda x, idx: getattr(O, name)(x)  # autocontrast, equalize
+
+
+#: The original AugMix op list (google-research/augmix ``augmentations.augmentations``): without the ops that
+#: overlap the CIFAR-10-C / ImageNet-C corruptions (colour, contrast, brightness, sharpness).
+AUGMIX_OPS = ("autocontrast", "equalize", "posterize", "rotate", "solarize", "shear_x", "shear_y", "translate_x",
+              "translate_y")
+#: ``augmentations.augmentations_all`` (AugMix's ``--all-ops``).
+AUGMIX_ALL_OPS = AUGMIX_OPS + ("color", "contrast", "brightness", "sharpness")
+_AUGMIX_MAX_DEPTH = 3  # depth -1: uniform in 1..3 (np.random.randint(1, 4) in AugMix's ``aug``)
+
+
+@dataclass(frozen=True)
+class AugMixDraw:
+    """Everything AugMix draws for a batch of B images (width chains, up to D ops each), on the batch's device.
+
+    weights: B x width float32, Dirichlet(alpha); mix: (B,) float32, Beta(alpha, alpha); depth: width x B int64
+    (ops in each chain, 1..3 or the fixed depth); ops: width x D x B int64 indices into the op list; levels:
+    width x D x B float64, uniform in [0.1, severity); negative: width x D x B bool (sign flips).
+    """
+
+    weights: torch.Tensor
+    mix: torch.Tensor
+    depth: torch.Tensor
+    ops: torch.Tensor
+    levels: torch.Tensor
+    negative: torch.Tensor
+
+
+class AugMix(Policy):
+    """AugMix (Hendrycks et al. 2020), as google-research/augmix's ``aug()`` per image, batched; then crop + flip
+    and normalisation.
+
+    Per image: ``width`` chains, each of ``depth`` ops (-1: uniform in 1..3 per chain and image) drawn uniformly
+    with replacement from :data:`AUGMIX_OPS` (or :data:`AUGMIX_ALL_OPS` with ``all_ops``) and applied in sequence
+    to the uint8 image; weights w ~ Dirichlet(alpha * ones(width)), m ~ Beta(alpha, alpha);
+    ``(1 - m) * x + m * sum_i w_i * chain_i(x)`` in float 0-255 (AugMix mixes after ToTensor + Normalize; a convex
+    combination commutes with that affine map). Magnitudes as in AugMix's ``augmentations.py``: every op
+    application draws level ~ U(0.1, severity); rotate int(level * 3) degrees, shear level * 0.03, translate
+    int(level * size / 30) pixels (size = H or W; AugMix's IMAGE_SIZE), each with a random sign, geometry with
+    PIL BILINEAR and fill 0 (as AugMix's code; RandAugment uses NEAREST); posterize to 4 - int(level * 0.4) bits;
+    solarize at 256 - int(level * 25.6); all_ops enhance factor level * 0.18 + 0.1; autocontrast, equalize.
+
+    Then crop (``padding``, ``padding_mode``) + flip (``flip_p``) on the mixed float image (constant padding is
+    black), as the NRD paper's teacher view "AugMix followed by random (resized) crop and horizontal flip"
+    (its WebVision appendix; the CIFAR text says only "AugMix"); ``padding=0, flip_p=0`` gives AugMix alone.
+
+    Draws, in order: Dirichlet weights (Gamma draws, :func:`sample_dirichlet`), m (:func:`sample_beta`), the depths
+    (width x B, only when depth is -1), ops (width x D x B), level uniforms (width x D x B), signs (width x D x B;
+    D = 3 when depth is -1, for every image whatever its depth), then crop dy, dx, flip.
+    """
+
+    def __init__(self, mean, std, severity: float = 3, width: int = 3, depth: int = -1, alpha: float = 1.0,
+                 all_ops: bool = False, padding: int = 4, padding_mode: str = "constant", flip_p: float = 0.5):
+        super().__init__(mean, std)
+        if isinstance(severity, bool) or not isinstance(severity, (int, float)) or not 0 < severity <= 10:
+            raise ConfigError(f"augmix option severity must be a number in (0, 10] (AugMix levels are out of 10), "
+                              f"got {severity!r}")
+        _check_int_option("augmix", "width", width, 1)
+        if isinstance(depth, bool) or not isinstance(depth, int) or not (depth == -1 or depth >= 1):
+            raise ConfigError(f"augmix option depth must be -1 (uniform in 1..3) or an int >= 1, got {depth!r}")
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < math.inf:
+            raise ConfigError(f"augmix option alpha must be a positive number, got {alpha!r}")
+        if not isinstance(all_ops, bool):
+            raise ConfigError(f"augmix option all_ops must be true or false, got {all_ops!r}")
+        self.severity, self.width, self.depth, self.alpha = float(severity), width, depth, float(alpha)
+        self.all_ops = all_ops
+        self.op_names = AUGMIX_ALL_OPS if all_ops else AUGMIX_OPS
+        self.crop_flip = CropFlipCutout(mean, std, padding=padding, padding_mode=padding_mode, flip_p=flip_p)
+
+    @property
+    def max_depth(self) -> int:
+        return _AUGMIX_MAX_DEPTH if self.depth == -1 else self.depth
+
+    def draw(self, b: int, generator: torch.Generator, device: torch.device) -> AugMixDraw:
+        """Everything the mixing of B images needs (see the class docstring for the order)."""
+        k, d = self.width, self.max_depth
+        weights = sample_dirichlet(self.alpha, b, k, generator, device)
+        mix = sample_beta(self.alpha, self.alpha, b, generator, device)
+        if self.depth == -1:
+            depth = _randint(_AUGMIX_MAX_DEPTH, k * b, generator, device).view(k, b) + 1
+        else:
+            depth = torch.full((k, b), self.depth, dtype=torch.int64, device=device)
+        ops = _randint(len(self.op_names), k * d * b, generator, device).view(k, d, b)
+        # np.random.uniform(0.1, severity) = 0.1 + (severity - 0.1) * U
+        levels = 0.1 + (self.severity - 0.1) * _uniform(k * d * b, generator, device).view(k, d, b)
+        negative = _bernoulli(0.5, k * d * b, generator, device).view(k, d, b)
+        return AugMixDraw(weights, mix, depth, ops, levels, negative)
+
+    def chain(self, x: torch.Tensor, draw: AugMixDraw, i: int) -> torch.Tensor:
+        """Chain i alone: uint8 B x C x H x W -> uint8 B x C x H x W, image j getting ops[i, s, j] for
+        s < depth[i, j]."""
+        for s in range(self.max_depth):  # a loop over chain depth, not images
+            op_index = torch.where(draw.depth[i] > s, draw.ops[i, s], -1)
+            fns = [_augmix_op(name, draw.levels[i, s], draw.negative[i, s]) for name in self.op_names]
+            x = O.apply_per_image(x, op_index, fns)
+        return x
+
+    def apply(self, x: torch.Tensor, draw: AugMixDraw) -> torch.Tensor:
+        """The AugMix mixture: uint8 B x C x H x W -> float32 B x C x H x W in 0-255 (not normalised)."""
+        mixed = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
+        for i in range(self.width):  # a loop over the mixture width, not images
+            mixed.add_(self.chain(x, draw, i).float() * _col(draw.weights[:, i]))
+        m = _col(draw.mix)
+        return x.float().mul_(1.0 - m).add_(mixed.mul_(m))
+
+    def __call__(self, batch_u8: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        generator = _check_generator(generator)
+        x = channels_first(batch_u8)
+        mixed = self.apply(x, self.draw(x.shape[0], generator, x.device))
+        cf = self.crop_flip
+        mixed = random_crop_flip(mixed, cf.padding, generator, mode=cf.padding_mode, p=cf.flip_p)
+        return self.normalize(mixed)  # a float 0-255 input normalises like uint8 (in place: mixed is ours)
+
+    def extra_repr(self) -> str:
+        return (f"severity={self.severity}, width={self.width}, depth={self.depth}, alpha={self.alpha}, "
+                f"all_ops={self.all_ops}, padding={self.crop_flip.padding}, "
+                f"padding_mode={self.crop_flip.padding_mode!r}, flip_p={self.crop_flip.flip_p}")
+
+
+def _col(t: torch.Tensor) -> torch.Tensor:
+    return t.view(-1, 1, 1, 1)
+
+
+def _augmix_op(name: str, levels: torch.Tensor, negative: torch.Tensor) -> O.OpFn:
+    """fn(images, idx): AugMix's ``augmentations.<name>(img, level)`` with the drawn levels of the images idx."""
+
+    def level(idx: torch.Tensor) -> torch.Tensor:
+        return levels.index_select(0, idx)
+
+    def signed(idx: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        # AugMix: ``if np.random.uniform() > 0.5: level = -level``
+        return torch.where(negative.index_select(0, idx), -value, value)
+
+    def int_parameter(idx: torch.Tensor, maxval: float) -> torch.Tensor:
+        return (level(idx) * maxval / 10).trunc()  # int(level * maxval / 10)
+
+    if name == "autocontrast":
+        return lambda x, idx: O.autocontrast(x)
+    if name == "equalize":
+        return lambda x, idx: O.equalize(x)
+    if name == "posterize":
+        return lambda x, idx: O.posterize(x, 4 - int_parameter(idx, 4).long())
+    if name == "solarize":
+        return lambda x, idx: O.solarize(x, 256 - int_parameter(idx, 256))
+    if name == "rotate":
+        return lambda x, idx: O.rotate(x, signed(idx, int_parameter(idx, 30)), "bilinear")
+    if name in ("shear_x", "shear_y"):
+        op = getattr(O, name)
+        return lambda x, idx: op(x, signed(idx, level(idx) * 0.3 / 10), "bilinear")
+    if name == "translate_x":
+        # AugMix: transform (1, 0, level, 0, 1, 0), i.e. the content moves left by level: translate_x(-level).
+        return lambda x, idx: O.translate_x(x, -signed(idx, int_parameter(idx, x.shape[3] / 3)), "bilinear")
+    if name == "translate_y":
+        return lambda x, idx: O.translate_y(x, -signed(idx, int_parameter(idx, x.shape[2] / 3)), "bilinear")
+    op = getattr(O, name)  # color, contrast, brightness, sharpness (all_ops): float_parameter(level, 1.8) + 0.1
+    return lambda x, idx: op(x, level(idx) * 1.8 / 10 + 0.1)
+
+
+def _check_int_option(policy: str, name: str, value, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{policy} option {name} must be an int >= {minimum}, got {value!r}")
+
+
+# --------------------------------------------------------------------------------------------------------
 # Registry
 # --------------------------------------------------------------------------------------------------------
 
@@ -438,6 +801,24 @@ def _two_weak(*, mean, std, image_size=None, padding: int = 4, padding_mode: str
     return MultiView([_weak(mean=mean, std=std, padding=padding, padding_mode=padding_mode, flip_p=flip_p)
                       for _ in range(2)])
 
+
+
+@register_policy("randaugment")
+def _randaugment(*, mean, std, image_size=None, n: int = 2, m: int = 9, num_bins: int = 31, padding: int = 4,
+                 padding_mode: str = "constant", flip_p: float = 0.5, cutout_size: int = 0) -> Policy:
+    # torchvision's defaults (num_ops 2, magnitude 9, 31 bins); the NRD/GJS student: randaugment(n=1, m=3,
+    # cutout_size=16). Translation magnitudes follow each batch's H and W, so image_size is not needed.
+    return RandAugment(mean, std, n=n, m=m, num_bins=num_bins, padding=padding, padding_mode=padding_mode,
+                       flip_p=flip_p, cutout_size=cutout_size)
+
+
+@register_policy("augmix")
+def _augmix(*, mean, std, image_size=None, severity: float = 3, width: int = 3, depth: int = -1,
+            alpha: float = 1.0, all_ops: bool = False, padding: int = 4, padding_mode: str = "constant",
+            flip_p: float = 0.5) -> Policy:
+    # AugMix's CIFAR defaults (severity 3, width 3, depth 1-3, alpha 1) = the NRD teacher view, then crop + flip.
+    return AugMix(mean, std, severity=severity, width=width, depth=depth, alpha=alpha, all_ops=all_ops,
+                  padding=padding, padding_mode=padding_mode, flip_p=flip_p)
 
 # --------------------------------------------------------------------------------------------------------
 # Pipeline: what the engine holds
@@ -720,7 +1101,9 @@ def _as_hw(image_size) -> tuple[int, int]:
 __all__ = [
     "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR100_MEAN", "CIFAR100_STD", "PADDING_MODES",
     "channels_first", "to_float_normalized", "random_crop", "random_flip", "random_crop_flip", "cutout",
-    "Policy", "NormalizeOnly", "CropFlipCutout", "MultiView", "register_policy", "get_policy", "POLICIES",
+    "Policy", "NormalizeOnly", "CropFlipCutout", "MultiView", "RandAugment", "AugMix", "AugMixDraw",
+    "RANDAUGMENT_OPS", "AUGMIX_OPS", "AUGMIX_ALL_OPS", "randaugment_magnitudes", "sample_log_gamma",
+    "sample_dirichlet", "sample_beta", "register_policy", "get_policy", "POLICIES",
     "available_policies", "policy_options", "AugmentPipeline", "dataset_stats", "global_rng_from",
     "ViewSpec", "parse_view_spec", "CommonOptions", "default_padding", "build_views",
 ]
