@@ -32,6 +32,6 @@ def test_the_writing_a_method_example_trains(tmp_path):
         result = trainer.run()
         assert {"test_acc", "test_acc_ema", "train_agreement"} <= set(result.history[-1])
         assert [g["lr_scale"] for g in trainer.optimizer.param_groups] == [1.0, 10.0]
-        assert result.summary["best_test_oracle"]["test_acc"] > 0.3
+        assert result.summary["best_test_oracle"]["test_acc"] > 0.2  # learns: chance is 0.1 (2 epochs give 0.3-0.5)
     finally:
         METHODS.unregister("mean_teacher")
