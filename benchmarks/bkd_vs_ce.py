@@ -174,8 +174,8 @@ def markdown(results: dict, args, command: str) -> str:
     if args.preset == "cifar10n":
         lines += ["", "The CIFAR-10 pixels here were decoded from a JPEG copy (quality ~75): expect accuracies "
                   "0.5-2 points below the original images; the network and schedule are far smaller than the "
-                  "paper's (PreAct-ResNet-18, 300 epochs), so compare BKD with CE here, not with the paper's "
-                  "absolute numbers."]
+                  "papers' (BKD: PreAct-ResNet-18, 300 epochs), so compare the methods with each other here, not "
+                  "with the papers' absolute numbers."]
     if args.preset == "cifar10-sym40":
         lines += ["", "CMD's CIFAR-100 setting (configs/ce/cifar100-sym40.yaml: ResNet-34, SGD lr 0.1 /10 at 50% and "
                   "80% of the run, 40% symmetric noise) on CIFAR-10, decoded from a JPEG copy (0.5-2 points below the "
@@ -210,7 +210,17 @@ def add_preset_arguments(parser: argparse.ArgumentParser, seeds: list[int], labe
 def results_header(args) -> dict:
     """Date, exact command and machine of a benchmark run, the start of every results JSON."""
     return {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "command": "python " + " ".join(sys.argv),
-            "machine": f"{cpu_model()}, {torch.get_num_threads()} threads, device {args.device}"}
+            "machine": f"{cpu_model()}, {_threads(args)} threads, device {args.device}"}
+
+
+def _threads(args) -> int:
+    """The torch threads the runs train with: ``--set threads=N`` when given (the engine sets it per run),
+    else this process's."""
+    for item in getattr(args, "set", None) or []:
+        key, _, value = item.partition("=")
+        if key.strip() == "threads" and value.strip().isdigit() and int(value) > 0:
+            return int(value)
+    return torch.get_num_threads()
 
 
 def main() -> None:
