@@ -47,3 +47,25 @@ def cifar10_root(tmp_path_factory) -> Path:
     if done.returncode != 0:
         pytest.fail(f"{script} failed (exit {done.returncode}):\n{done.stdout}\n{done.stderr}")
     return dest
+
+
+@pytest.fixture
+def train_cli_error(tmp_path):
+    """``train_cli_error(method, setting)`` runs ``noisykd train --config digits/sym40 --method METHOD --set
+    SETTING``, asserts that it stops with exit code 2, one line of output holding ``error:`` and no run folder
+    written, and returns that line (for the test to check what it names)."""
+    from typer.testing import CliRunner
+
+    from noisykd.cli import app
+
+    def run(method: str, setting: str) -> str:
+        out = tmp_path / "run"
+        result = CliRunner().invoke(app, ["train", "--config", "digits/sym40", "--method", method, "--set", setting,
+                                          "--out", str(out)], catch_exceptions=False)
+        assert result.exit_code == 2, result.output
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert len(lines) == 1 and "error:" in lines[0], result.output
+        assert not out.exists()
+        return lines[0]
+
+    return run
