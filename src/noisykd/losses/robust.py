@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, DataError
+from .selfkd import entropy  # H(p) from log-probabilities, exact where p = 0
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -82,11 +83,6 @@ def _log_probs_and_label(logits: torch.Tensor, labels: torch.Tensor) -> tuple[to
     labels = check_labels(logits, labels)
     log_p = F.log_softmax(logits, dim=1)
     return log_p, log_p.gather(1, labels[:, None]).squeeze(1)
-
-
-def _entropy(log_p: torch.Tensor) -> torch.Tensor:
-    """H(p) = -sum_k p_k ln p_k per row, from log-probabilities (stable: no log of a rounded-to-zero p)."""
-    return -(log_p.exp() * log_p).sum(dim=1)
 
 
 def _check_range(name: str, value: float, low: float, high: float, *, low_open=False, high_open=False) -> None:
@@ -165,7 +161,7 @@ def confidence_penalty(
         _check_range("beta", beta, 0.0, 1.0)
     log_p, log_p_y = _log_probs_and_label(logits, labels)
     ce_weight = 1.0 - beta if proselflc_form else 1.0
-    per_sample = -ce_weight * log_p_y - beta * _entropy(log_p)
+    per_sample = -ce_weight * log_p_y - beta * entropy(log_p)
     return reduce_loss(per_sample, reduction)
 
 

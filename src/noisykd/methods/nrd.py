@@ -48,7 +48,7 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 from ..losses import LOSS_PRESETS
-from ..losses.divergence import generalized_jensen_shannon, gjs_scale
+from ..losses.divergence import gjs_loss, gjs_scale
 from ..losses.presets import TABLE5_SETTINGS, nrd_table5_optimizer
 from ..models import ema_update
 from .base import Batch, LabelCheck, Method, MethodContext, Prediction, Progress, Role, StepOutput, View
@@ -194,11 +194,9 @@ class NoiseRobustDistillation(Method):
     def loss_terms(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
                    labels: torch.Tensor) -> torch.Tensor:
         """Per-sample NRD loss (B,): 1/Z * JSD_pi(onehot(y), softmax(student), softmax(teacher).detach())."""
-        p_student = F.softmax(student_logits.float(), dim=1)
-        p_teacher = F.softmax(teacher_logits.detach().float(), dim=1)
-        onehot = F.one_hot(labels, p_student.shape[1]).to(p_student.dtype)
-        return generalized_jensen_shannon([onehot, p_student, p_teacher], self.pis, scale=False,
-                                          reduction="none") * self.factor
+        # the GJS loss of (onehot(y), student view, teacher view), teacher detached; float32 under mixed precision
+        return gjs_loss([student_logits.float(), teacher_logits.detach().float()], labels, self.pis,
+                        scale=self.args.scale, reduction="none")
 
     def training_step(self, batch: Batch) -> StepOutput:
         student_logits = self.student(batch.views["student"])
