@@ -36,8 +36,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bkd_vs_ce import (add_preset_arguments, preset_config, results_header, say_seed,  # noqa: E402  (presets shared
-                       write_results)                                                # with the BKD-vs-CE benchmark)
+from bkd_vs_ce import (add_preset_arguments, preset_config, preset_label_sets,  # noqa: E402  (presets shared
+                       results_header, say_seed, write_results)                # with the BKD-vs-CE benchmark)
 
 from noisykd.reproduce import SeedRun, Setting, run_seeds  # noqa: E402
 
@@ -180,12 +180,11 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=None, help="constant learning rate (default: the preset's)")
     args = parser.parse_args()
     out = Path(args.out or f"benchmarks/results/bkd-tipping-{args.preset}")
-    label_sets = ["sym:0.4"] if args.preset == "digits" else args.label_sets
     results = {**results_header(args), "runs": {}, "figures": {}}
     command = results["command"]
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        for label_set in label_sets:
+        for label_set in preset_label_sets(args):
             cfg = diagnostic_config(args, label_set, Path(tmp))
             results.update(epochs=cfg["optim"]["epochs"], lr=cfg["optim"]["lr"], augment=cfg["augment"]["policy"])
             for run in run_seeds(Setting(f"{label_set}/bkd", cfg), args.seeds, tmp, on_seed=say_seed):

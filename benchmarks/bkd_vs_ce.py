@@ -75,25 +75,33 @@ def preset_config(args, spec: str, label_set: str | None, out_dir: Path) -> dict
 PRESET_CONFIGS = {"digits": "digits/sym40", "cifar10n": "cifar10n/small-cnn-subset",
                   # CMD's CIFAR-100 setting (ResNet-34, lr 0.1 /10 at 50% and 80%, 40% symmetric noise, A.2), on
                   # CIFAR-10: the CMD GPU check (no CIFAR-100 images in ../shared/data)
-                  "cifar10-sym40": "ce/cifar100-sym40"}
+                  "cifar10-sym40": "ce/cifar100-sym40",
+                  # NRD Table 2 at CPU scale: 5,000 CIFAR-10 images, synthetic noise, every method on GJS's views
+                  "cifar10-noisy": "nrd/cifar10-subset-cpu"}
 
 
 def _preset(args, method: str, label_set: str | None, out_dir: Path) -> dict:
     updates: dict = {"method": method, "device": args.device, "out_dir": str(out_dir), "optim": {}}
     if args.epochs:
         updates["optim"]["epochs"] = args.epochs
+    epochs = args.epochs or read_config_file(PRESET_CONFIGS[args.preset])["optim"]["epochs"]
+    if args.eval_every is not None:
+        updates["eval_every"] = args.eval_every
+    subset = {} if args.train_subset is None else {"train_subset": args.train_subset or None}  # 0: all images
     if args.preset == "cifar10n":
-        epochs = args.epochs or read_config_file(PRESET_CONFIGS["cifar10n"])["optim"]["epochs"]
-        updates.update(eval_every=args.eval_every,
-                       data={"spec": f"cifar10:{args.cifar_root}", "labels": f"cifar10n:{args.cifar_n}:{label_set}",
-                             "train_subset": args.train_subset or None})
+        updates["eval_every"] = args.eval_every or 1
+        updates["data"] = {"spec": f"cifar10:{args.cifar_root}", "labels": f"cifar10n:{args.cifar_n}:{label_set}",
+                           "train_subset": 10000, **subset}
         updates["optim"]["milestones"] = [epochs // 2]  # lr x0.1 at half the run, as the paper's 150 of 300
     if args.preset == "cifar10-sym40":
-        epochs = args.epochs or read_config_file(PRESET_CONFIGS["cifar10-sym40"])["optim"]["epochs"]
-        updates.update(eval_every=args.eval_every,
-                       data={"spec": f"cifar10:{args.cifar_root}", "train_subset": args.train_subset or None})
+        updates["eval_every"] = args.eval_every or 1
+        updates["data"] = {"spec": f"cifar10:{args.cifar_root}", "train_subset": 10000, **subset}
         # CMD A.2: /10 at epochs 50 and 80 of 100, kept at the same fractions of a shortened run
         updates["optim"]["milestones"] = sorted({max(1, round(0.5 * epochs)), max(1, round(0.8 * epochs))})
+    if args.preset == "cifar10-noisy":  # the label sets are synthetic noise specs (sym-all:0.4, ...)
+        updates["data"] = {"spec": f"cifar10:{args.cifar_root}", "noise": label_set, **subset}
+        # NRD A.1: /10 at 50% and 75% of the training iterations, kept at the same fractions of a shortened run
+        updates["optim"]["milestones"] = sorted({max(1, round(0.5 * epochs)), max(1, round(0.75 * epochs))})
     return load_config(PRESET_CONFIGS[args.preset], updates=updates).to_dict()
 
 
@@ -133,7 +141,7 @@ def markdown(results: dict, args, command: str) -> str:
     lines = [f"# {' vs '.join(_labels(results))}: {args.preset}", "", f"Command: `{command}`", "",
              f"{results['date']}; {results['machine']}; torch {torch.__version__}; seeds {seeds}; "
              f"{results['epochs']} epochs; test/val evaluated "
-             f"{'every epoch' if args.preset == 'digits' else f'every {args.eval_every} epoch(s)'}; "
+             f"{_evaluated(results, args)}; "
              f"network {results.get('model', 'small_cnn')}; augmentation {results.get('augment', '-')}.", ""]
     for label_set, by_method in results["runs"].items():
         rate = by_method[next(iter(by_method))][0]["noise_rate"]
@@ -184,18 +192,43 @@ def markdown(results: dict, args, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _evaluated(results: dict, args) -> str:
+    """How often the runs evaluated: recorded in the results (older files: from the command's --eval-every)."""
+    every = results.get("eval_every") or (1 if args.preset == "digits" else args.eval_every or 1)
+    return "every epoch" if every == 1 else f"every {every} epochs and at the last"
+
+
 def _labels(results: dict) -> list[str]:
     """The method labels of a results dict, in their order."""
     return list(dict.fromkeys(m for by_method in results["runs"].values() for m in by_method))
 
 
+#: cifar10-noisy's default label sets: NRD Table 2's columns that bracket its claims (40% and 80% symmetric noise)
+NOISY_LABEL_SETS = ["sym-all:0.4", "sym-all:0.8"]
+
+
+def preset_label_sets(args) -> list[str]:
+    """The label sets a run covers: digits and cifar10-sym40 have one (40% symmetric noise), cifar10n the CIFAR-10N
+    label sets asked for, cifar10-noisy the noise specs asked for (``sym-all:0.4 sym-all:0.8`` by default)."""
+    if args.preset in ("digits", "cifar10-sym40"):
+        return ["sym:0.4"]
+    if args.label_sets:
+        return args.label_sets
+    return NOISY_LABEL_SETS if args.preset == "cifar10-noisy" else args.default_label_sets
+
+
 def add_preset_arguments(parser: argparse.ArgumentParser, seeds: list[int], label_sets: list[str]) -> None:
     """The data / network / run options shared by the BKD benchmarks (``preset_config`` reads them)."""
     parser.add_argument("--preset", choices=tuple(PRESET_CONFIGS), default="digits")
+    parser.set_defaults(default_label_sets=label_sets)
     parser.add_argument("--seeds", type=int, nargs="+", default=seeds)
-    parser.add_argument("--label-sets", nargs="+", default=label_sets, help="cifar10n: CIFAR-10N label sets")
+    parser.add_argument("--label-sets", nargs="+", default=None,
+                        help=f"cifar10n: CIFAR-10N label sets (default {' '.join(label_sets)}); cifar10-noisy: "
+                             f"noise specs (default {' '.join(NOISY_LABEL_SETS)})")
     parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--train-subset", type=int, default=10000, help="cifar10n: training images (0: all)")
+    parser.add_argument("--train-subset", type=int, default=None,
+                        help="CIFAR presets: training images (0: all; default: cifar10n and cifar10-sym40 10,000, "
+                             "cifar10-noisy its config's 5,000)")
     parser.add_argument("--augment", default=None, help="augmentation policy instead of the preset's, e.g. none")
     parser.add_argument("--model", default=None, help="network instead of small_cnn, e.g. preact_resnet18")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE",
@@ -203,7 +236,8 @@ def add_preset_arguments(parser: argparse.ArgumentParser, seeds: list[int], labe
     parser.add_argument("--cifar-root", default="/tmp/c10")
     parser.add_argument("--cifar-n", default="../shared/data/cifar-n/CIFAR-10_human.pt")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--eval-every", type=int, default=1, help="cifar10n: evaluate every this many epochs")
+    parser.add_argument("--eval-every", type=int, default=None,
+                        help="evaluate every this many epochs (default: the preset config's; cifar10n: 1)")
     parser.add_argument("--out", default=None)
 
 
@@ -238,16 +272,15 @@ def main() -> None:
         return
     args.methods = [spec for name in args.methods for spec in GRIDS.get(name, [name])]
     out = Path(args.out or f"benchmarks/results/bkd-vs-ce-{args.preset}")
-    label_sets = ["sym:0.4"] if args.preset in ("digits", "cifar10-sym40") else args.label_sets
     results = {**results_header(args), "epochs": None, "runs": {}}
     command = results["command"]
     with tempfile.TemporaryDirectory() as tmp:
-        for label_set in label_sets:
+        for label_set in preset_label_sets(args):
             for spec in args.methods:
                 label = parse_method_spec(ALIASES.get(spec, spec))[0]
                 cfg = preset_config(args, spec, label_set, Path(tmp))
                 results.update(epochs=cfg["optim"]["epochs"], model=cfg["model"]["name"],
-                               augment=cfg["augment"]["policy"])
+                               augment=cfg["augment"]["policy"], eval_every=cfg["eval_every"])
                 runs = run_seeds(Setting(f"{label_set}/{label}", cfg), args.seeds, tmp, on_seed=say_seed)
                 for r in runs:
                     print(f"    seed {r.seed}: last {r.value('test_last'):.2f} oracle {r.value('test_oracle'):.2f} "
