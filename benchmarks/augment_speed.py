@@ -1,6 +1,7 @@
 """Throughput of the batched policies vs per-image PIL / numpy loops (what DataLoader workers do).
 
 Usage: python benchmarks/augment_speed.py [--batch 512] [--repeats 30] [--threads 2] [--device cpu|cuda]
+                                          [--out benchmarks/results/augment-speed-cpu]
 
 Prints images/s (median over repeats) for each variant and the speed-up of each batched policy over its
 per-image loop: ``weak`` against a PIL and a numpy crop + flip loop; the NRD student view
@@ -8,14 +9,20 @@ per-image loop: ``weak`` against a PIL and a numpy crop + flip loop; the NRD stu
 flip, normalise and cutout per image; the NRD teacher view ``augmix(severity=3, width=3)`` against AugMix's
 ``aug()`` (google-research/augmix) written out with PIL, then crop, flip and normalise per image. The loops run
 single-threaded in this process, like one DataLoader worker; multiply their rate by the number of workers for
-a whole host. Timings on a shared machine are noisy: read the medians.
+a whole host. Timings on a shared machine are noisy: read the medians, and the load averages recorded before
+and after the run (with --out: OUT.json and OUT.md, with the command, machine and torch version).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import sys
 import time
+from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -180,7 +187,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default=None, help="write OUT.json and OUT.md (command, machine, load, rates)")
     args = parser.parse_args()
+    load_before = os.getloadavg()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -211,16 +220,42 @@ def main() -> None:
     rates["per-image PIL AugMix(3, 3) + crop/flip (1 thread)"] = args.batch / median_seconds(
         lambda: pil_augmix_loop(images, rng), loop_repeats)
 
-    width = max(map(len, rates))
-    for label, rate in rates.items():
-        print(f"{label:<{width}}  {rate:>12,.0f} img/s  ({1e6 / rate:7.2f} us/img)")
     weak = rates[f"batched weak (constant, {device.type}, {args.threads} thr)"]
-    print(f"speed-up of batched weak over the PIL loop:   {weak / rates['per-image PIL loop (1 thread)']:.1f}x")
-    print(f"speed-up of batched weak over the numpy loop: {weak / rates['per-image numpy loop (1 thread)']:.1f}x")
+    speedups = {"batched weak over the PIL loop": weak / rates["per-image PIL loop (1 thread)"],
+                "batched weak over the numpy loop": weak / rates["per-image numpy loop (1 thread)"]}
     for name, loop in (("randaugment", "per-image PIL RandAugment(1, 3) + crop/flip/cutout (1 thread)"),
                        ("augmix", "per-image PIL AugMix(3, 3) + crop/flip (1 thread)")):
         ours = rates[f"batched {strong[name][0]} ({device.type}, {args.threads} thr)"]
-        print(f"speed-up of batched {name} over its PIL loop: {ours / rates[loop]:.1f}x")
+        speedups[f"batched {name} over its PIL loop"] = ours / rates[loop]
+    width = max(map(len, rates))
+    lines = [f"{label:<{width}}  {rate:>12,.0f} img/s  ({1e6 / rate:7.2f} us/img)" for label, rate in rates.items()]
+    lines += [f"speed-up of {what}: {ratio:.1f}x" for what, ratio in speedups.items()]
+    print("\n".join(lines))
+    if args.out:
+        write_results(Path(args.out), args, rates, speedups, lines, load_before, os.getloadavg())
+
+
+def write_results(out: Path, args, rates: dict, speedups: dict, lines: list[str], load_before, load_after) -> None:
+    """OUT.json (every rate and ratio, with the command, machine and load) and OUT.md (the same as text)."""
+    from speed import cpu_model  # benchmarks/speed.py: the CPU's model name
+
+    device = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else cpu_model()
+    header = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+              "command": "python " + " ".join(sys.argv), "device": device, "torch": torch.__version__,
+              "threads": args.threads, "batch": args.batch, "repeats": args.repeats,
+              "load_average_before": [round(x, 2) for x in load_before],
+              "load_average_after": [round(x, 2) for x in load_after]}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{out}.json").write_text(json.dumps({**header, "img_per_s": rates, "speedup": speedups}, indent=1))
+    Path(f"{out}.md").write_text("\n".join([
+        "# Augmentation speed: batched policies vs per-image loops", "",
+        f"Command: `{header['command']}`", "",
+        f"{header['date']}; {device}; torch {header['torch']}; batch {args.batch}, median of {args.repeats} "
+        f"repeats (loops: of {max(3, args.repeats // 5)}); load average (1, 5, 15 min) before "
+        f"{header['load_average_before']}, after {header['load_average_after']}.", "",
+        "```", *lines, "```", "",
+        "The per-image loops run single-threaded in this process, like one DataLoader worker; the batched "
+        "policies use the threads above.", ""]))
 
 
 if __name__ == "__main__":

@@ -115,6 +115,7 @@ def seed_record(run: SeedRun) -> dict:
         "test_best_noisy_val": (s.get("best_noisy_val") or {}).get("test_acc"),
         "test_best_oracle": s["best_test_oracle"]["test_acc"],
         "test_ece_last": s["last"].get("test_ece"),  # expected calibration error (15 bins), main head
+        "calibration": s.get("calibration"),  # the last epoch's reliability bins (ECE, per-bin counts / conf. / acc.)
         "detection": {k: s["detection"].get(k) for k in ("detector", "rule", "f1", "precision", "recall", "auroc")},
         "noise_rate": s["noise"]["noise_rate"],
         "tipping": {k: split.get(k) for k in ("fitting_epoch", "fallback", "s", "mu1", "mu2")} if split else None,
@@ -339,13 +340,48 @@ def merge_results(specs: list[str], parser: argparse.ArgumentParser, out: Path) 
     write_results(out, merged, markdown(merged, first_args, command) + "\n".join(details + ["", "</details>", ""]))
 
 
+def _first_calibrated(runs: list[dict]) -> dict | None:
+    """The seed record with the lowest seed that kept its reliability bins (older results have none)."""
+    return next((r for r in sorted(runs, key=lambda r: r["seed"]) if r.get("calibration")), None)
+
+
+def reliability_figure(results: dict, path: Path) -> Path | None:
+    """Reliability diagrams of every method (columns) on every label set (rows), each from the lowest seed that
+    recorded its bins (NRD Fig. 5's comparison); None when no run recorded them."""
+    from noisykd.calibration import Reliability
+    from noisykd.plots import plot_reliability_grid
+
+    rows = {label_set: {method: Reliability.from_dict(first["calibration"]) for method, runs in by_method.items()
+                        if (first := _first_calibrated(runs))}
+            for label_set, by_method in results["runs"].items()}
+    rows = {label_set: cells for label_set, cells in rows.items() if cells}
+    if not rows:
+        return None
+    plot_reliability_grid(rows, path, title=f"{results.get('model', '')}, {results.get('epochs')} epochs: test "
+                                            "accuracy per confidence bin at the last epoch")
+    return path
+
+
+def figure_caption(results: dict) -> str:
+    """Which seed each panel of the reliability figure shows."""
+    seeds = sorted({(first["seed"]) for by_method in results["runs"].values() for runs in by_method.values()
+                    if (first := _first_calibrated(runs))})
+    return (f"Each panel: one seed's run ({'seed ' + str(seeds[0]) if len(seeds) == 1 else 'seeds ' + str(seeds)}, "
+            "the lowest that recorded its bins); bars: accuracy per confidence bin, hatched: the gap to the bin's "
+            "mean confidence, dashed: perfect calibration.")
+
+
 def say_seed(setting: Setting, seed: int, state: str) -> None:
     print(f"[{datetime.now():%H:%M:%S}] {setting.name} seed {seed} ...", file=sys.stderr, flush=True)
 
 
 def write_results(out: Path, results: dict, text: str) -> None:
-    """``OUT.json`` (everything measured) and ``OUT.md`` (the table with its command); the table to stdout."""
+    """``OUT.json`` (everything measured) and ``OUT.md`` (the table with its command); the table to stdout.
+    ``OUT-reliability.png`` too when the runs recorded their reliability bins."""
     out.parent.mkdir(parents=True, exist_ok=True)
+    figure = reliability_figure(results, Path(f"{out}-reliability.png"))
+    if figure:
+        text += f"\n![Reliability diagrams, last epoch, test set]({figure.name})\n\n{figure_caption(results)}\n"
     # appended, not with_suffix: a name such as "transit0.1" must keep its ".1"
     Path(f"{out}.json").write_text(json.dumps(results, indent=1))
     Path(f"{out}.md").write_text(text)

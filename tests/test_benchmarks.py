@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -62,14 +64,21 @@ def test_speed_benchmark_runs(tmp_path):
     assert result["ratios"]["train_ours_over_classic"] > 0
 
 
-def test_augment_speed_benchmark_runs():
+def test_augment_speed_benchmark_runs(tmp_path):
     # A smoke run (8 images, one repeat): every policy and its per-image PIL loop runs; no timing is checked.
+    out = tmp_path / "aug"
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "augment_speed.py"), "--batch", "8",
-                           "--repeats", "1", "--threads", "1"], capture_output=True, text=True, timeout=600)
+                           "--repeats", "1", "--threads", "1", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     for line in ("batched randaugment(n=1, m=3, cutout_size=16)", "batched augmix(severity=3, width=3)",
                  "per-image PIL RandAugment(1, 3)", "per-image PIL AugMix(3, 3)"):
         assert line in proc.stdout
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert set(result["speedup"]) == {"batched weak over the PIL loop", "batched weak over the numpy loop",
+                                      "batched randaugment over its PIL loop", "batched augmix over its PIL loop"}
+    assert len(result["load_average_before"]) == 3 and result["command"].endswith(f"--out {out}")
+    assert "load average" in out.with_suffix(".md").read_text()
 
 
 def test_bkd_vs_ce_takes_any_method_spec(tmp_path):
@@ -147,3 +156,29 @@ def test_cmd_gpu_preset_on_fake_cifar10(tmp_path):
     (run,) = results["runs"]["sym:0.4"]["ce"]
     assert 0.3 < run["noise_rate"] < 0.5 and results["epochs"] == 2
     assert "CMD's CIFAR-100 setting" in out.with_suffix(".md").read_text()
+
+
+def test_nrd_cpu_preset_on_fake_cifar10(tmp_path):
+    """The cifar10-noisy preset (NRD Table 2 at CPU scale): both default noise levels, every method on the preset's
+    RandAugment views, the config's evaluation interval, and a reliability figure of every method and level."""
+    from noisykd.data.fixtures import write_cifar10
+
+    write_cifar10(tmp_path / "c10", per_batch=60)
+    out = tmp_path / "nrd-cpu"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bkd_vs_ce.py"), "--preset", "cifar10-noisy",
+                           "--cifar-root", str(tmp_path / "c10"), "--train-subset", "0", "--epochs", "1",
+                           "--seeds", "0", "--methods", "ce", "nrd=nrd:preset=cifar10-sym40", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads(out.with_suffix(".json").read_text())
+    assert list(results["runs"]) == ["sym-all:0.4", "sym-all:0.8"]
+    rates = {ls: by_method["ce"][0]["noise_rate"] for ls, by_method in results["runs"].items()}
+    # sym-all: the flipped share is R * (C - 1) / C (a flip may land on the true class)
+    assert 0.25 < rates["sym-all:0.4"] < 0.47 and 0.62 < rates["sym-all:0.8"] < 0.82
+    assert results["augment"].startswith("randaugment(n=1, m=3, cutout_size=16")
+    assert results["eval_every"] == 5 and results["epochs"] == 1
+    record = results["runs"]["sym-all:0.8"]["nrd"][0]
+    assert record["calibration"]["ece"] == pytest.approx(record["test_ece_last"])
+    assert sum(record["calibration"]["count"]) == 60  # every test image of the fake CIFAR-10 (per_batch=60)
+    text = out.with_suffix(".md").read_text()
+    assert "![Reliability diagrams" in text and Path(f"{out}-reliability.png").stat().st_size > 10_000

@@ -33,6 +33,12 @@ class Reliability:
         return {"ece": self.ece, "bins": len(self.count), "edges": self.edges, "count": self.count,
                 "confidence": self.confidence, "accuracy": self.accuracy}
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "Reliability":
+        """The inverse of :meth:`to_dict` (a run's ``summary.json`` ``calibration``)."""
+        return cls(ece=data["ece"], edges=list(data["edges"]), count=list(data["count"]),
+                   confidence=list(data["confidence"]), accuracy=list(data["accuracy"]))
+
 
 def reliability(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = DEFAULT_BINS) -> Reliability:
     """Reliability bins and ECE of predictions ``logits`` (N, C) against ``labels`` (N,) integer classes.

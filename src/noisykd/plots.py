@@ -151,26 +151,58 @@ def plot_reliability(bins, path: Path, *, title: str = "") -> None:
     perfect calibration, the gap to the bin's mean confidence shaded, the ECE in the legend; below, the share
     of predictions per bin. ``bins``: a :class:`noisykd.calibration.Reliability`."""
     plt = _pyplot()
-    edges = np.asarray(bins.edges)
-    lo, width = edges[:-1], np.diff(edges)
-    total = max(sum(bins.count), 1)
-    filled = [i for i, c in enumerate(bins.count) if c]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-    top.bar(lo[filled], [bins.accuracy[i] for i in filled], width=width[filled], align="edge", color="tab:blue",
-            edgecolor="black", linewidth=0.5, label="accuracy")
-    gap_low = [min(bins.accuracy[i], bins.confidence[i]) for i in filled]
-    gap = [abs(bins.confidence[i] - bins.accuracy[i]) for i in filled]
-    top.bar(lo[filled], gap, bottom=gap_low, width=width[filled], align="edge", color="tab:red", alpha=0.35,
-            edgecolor="tab:red", hatch="//", label="gap to mean confidence")
-    top.plot([0, 1], [0, 1], color="gray", linestyle="--", label="perfect calibration")
-    top.set_xlim(0, 1), top.set_ylim(0, 1), top.set_ylabel("accuracy"), top.grid(alpha=0.3)
-    top.legend(fontsize=8, loc="upper left", title=f"ECE {100 * bins.ece:.2f}% ({len(bins.count)} bins)",
-               title_fontsize=9)
-    bottom.bar(lo, [c / total for c in bins.count], width=width, align="edge", color="gray", edgecolor="black",
-               linewidth=0.5)
+    _draw_reliability(top, bins)
+    edges = np.asarray(bins.edges)
+    bottom.bar(edges[:-1], [c / max(sum(bins.count), 1) for c in bins.count], width=np.diff(edges), align="edge",
+               color="gray", edgecolor="black", linewidth=0.5)
     bottom.set_xlabel("confidence (largest probability)"), bottom.set_ylabel("share"), bottom.grid(alpha=0.3)
     if title:
         top.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_reliability_grid(rows: dict[str, dict[str, object]], path: Path, *, title: str = "") -> None:
+    """Reliability diagrams side by side (NRD Fig. 5 compares methods so): one row per setting (e.g. noise
+    rate), one column per method. ``rows``: row label -> {column label -> Reliability}; a missing cell is left
+    blank. Each panel as :func:`plot_reliability`'s top, its ECE in the legend."""
+    plt = _pyplot()
+    columns = list(dict.fromkeys(c for cells in rows.values() for c in cells))
+    fig, axes = plt.subplots(len(rows), len(columns), figsize=(2.7 * len(columns), 2.8 * len(rows)),
+                             squeeze=False, sharex=True, sharey=True)
+    for r, (row, cells) in enumerate(rows.items()):
+        for c, column in enumerate(columns):
+            ax = axes[r][c]
+            if column in cells:
+                _draw_reliability(ax, cells[column], legend_size=6)
+                ax.set_title(f"{column}, {row}", fontsize=8)
+            else:
+                ax.axis("off")
+            ax.set_ylabel("accuracy" if c == 0 else "")
+            if r == len(rows) - 1:
+                ax.set_xlabel("confidence")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _draw_reliability(ax, bins, legend_size: int = 8) -> None:
+    """Accuracy per confidence bin (bars), the gap to the bin's mean confidence (hatched), the diagonal."""
+    edges = np.asarray(bins.edges)
+    lo, width = edges[:-1], np.diff(edges)
+    filled = [i for i, c in enumerate(bins.count) if c]
+    ax.bar(lo[filled], [bins.accuracy[i] for i in filled], width=width[filled], align="edge", color="tab:blue",
+           edgecolor="black", linewidth=0.5, label="accuracy")
+    gap_low = [min(bins.accuracy[i], bins.confidence[i]) for i in filled]
+    gap = [abs(bins.confidence[i] - bins.accuracy[i]) for i in filled]
+    ax.bar(lo[filled], gap, bottom=gap_low, width=width[filled], align="edge", color="tab:red", alpha=0.35,
+           edgecolor="tab:red", hatch="//", label="gap to mean confidence")
+    ax.plot([0, 1], [0, 1], color="gray", linestyle="--", label="perfect calibration")
+    ax.set_xlim(0, 1), ax.set_ylim(0, 1), ax.grid(alpha=0.3)
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize=legend_size, loc="upper left", title=f"ECE {100 * bins.ece:.2f}% ({len(bins.count)} bins)",
+              title_fontsize=legend_size + 1)

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# NRD's GPU run (issue "NRD, complete"): CIFAR-10, all 50,000 images, 40% symmetric noise over all classes
+# (sym-all:0.4), GJS's PreActResNet-34 (preact_resnet34_gjs), NRD's 400-epoch schedule shortened to EPOCHS (lr /10 at
+# 50% and 75%), lr 0.1 (NRD Table 5's for GJS and NRD), RandAugment + Cutout 16 for every method: CE vs GJS vs NRD,
+# one seed, Table 5's hyperparameters for CIFAR-10 sym 40% (GJS pi1 0.9, NRD pi (0.2, 0.6, 0.2)).
+#
+#   bash benchmarks/gpu_check.sh --fill .data                  # here, before (the same data as the GPU check)
+#   # device run: command "bash benchmarks/nrd_gpu.sh .data $OUT 10", carry [".data"], timeout_s 560
+#
+# First the augmentation speed on the GPU (batched RandAugment / AugMix against their per-image PIL loops, about a
+# minute), then the training. Writes OUT/augment-speed-gpu.{md,json} and OUT/nrd-cifar10-sym40-gpu.{md,json} with
+# -reliability.png (commit them under benchmarks/results/ with the GPU's name).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
+data="${1:?usage: nrd_gpu.sh DATA OUT [EPOCHS]}" out="${2:?usage: nrd_gpu.sh DATA OUT [EPOCHS]}" epochs="${3:-10}"
+if ! python3 -c "import noisykd" 2>/dev/null; then  # as gpu_check.sh: no downloads on the GPU machine
+  python3 -m pip install -q --no-deps --no-build-isolation -e . 2>/dev/null \
+    || export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+fi
+python3 benchmarks/augment_speed.py --device cuda --threads 4 --repeats 20 --out "$out/augment-speed-gpu"
+cifar="$(mktemp -d)/c10"
+python3 "$data/cifar10/build_cifar10.py" "$cifar" >/dev/null
+python3 benchmarks/bkd_vs_ce.py --preset cifar10-noisy --label-sets sym-all:0.4 --cifar-root "$cifar" \
+  --train-subset 0 --model preact_resnet34_gjs --device cuda --set amp=bf16 --set channels_last=true \
+  --set optim.lr=0.1 --set data.val_fraction=0 --epochs "$epochs" --eval-every 2 --seeds 0 \
+  --methods ce gjs=gjs:pis=0.9 nrd=nrd:preset=cifar10-sym40 --out "$out/nrd-cifar10-sym40-gpu"
