@@ -8,14 +8,9 @@
 # Writes OUT/cmd-cifar10-sym40-gpu.md and .json (commit them under benchmarks/results/ with the GPU's name).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
+source benchmarks/gpu_run_env.sh
 data="${1:?usage: cmd_gpu.sh DATA OUT [EPOCHS]}" out="${2:?usage: cmd_gpu.sh DATA OUT [EPOCHS]}" epochs="${3:-15}"
-if ! python3 -c "import noisykd" 2>/dev/null; then  # as gpu_check.sh: no downloads on the GPU machine
-  python3 -m pip install -q --no-deps --no-build-isolation -e . 2>/dev/null \
-    || export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
-fi
-cifar="$(mktemp -d)/c10"
-python3 "$data/cifar10/build_cifar10.py" "$cifar" >/dev/null
+cifar="$(build_cifar10 "$data")"
 python3 benchmarks/bkd_vs_ce.py --preset cifar10-sym40 --cifar-root "$cifar" --train-subset 0 --device cuda \
   --set amp=bf16 --set channels_last=true --epochs "$epochs" --eval-every 2 --seeds 0 \
   --methods ce cmd_p_mconf=cmd:self_kd=mconf,knowledge=progressive --out "$out/cmd-cifar10-sym40-gpu"

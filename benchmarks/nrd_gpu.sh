@@ -12,15 +12,10 @@
 # -reliability.png (commit them under benchmarks/results/ with the GPU's name).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
+source benchmarks/gpu_run_env.sh
 data="${1:?usage: nrd_gpu.sh DATA OUT [EPOCHS]}" out="${2:?usage: nrd_gpu.sh DATA OUT [EPOCHS]}" epochs="${3:-10}"
-if ! python3 -c "import noisykd" 2>/dev/null; then  # as gpu_check.sh: no downloads on the GPU machine
-  python3 -m pip install -q --no-deps --no-build-isolation -e . 2>/dev/null \
-    || export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
-fi
 python3 benchmarks/augment_speed.py --device cuda --threads 4 --repeats 20 --out "$out/augment-speed-gpu"
-cifar="$(mktemp -d)/c10"
-python3 "$data/cifar10/build_cifar10.py" "$cifar" >/dev/null
+cifar="$(build_cifar10 "$data")"
 python3 benchmarks/bkd_vs_ce.py --preset cifar10-noisy --label-sets sym-all:0.4 --cifar-root "$cifar" \
   --train-subset 0 --model preact_resnet34_gjs --device cuda --set amp=bf16 --set channels_last=true \
   --set optim.lr=0.1 --set data.val_fraction=0 --epochs "$epochs" --eval-every 2 --seeds 0 \
