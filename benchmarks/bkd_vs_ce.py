@@ -291,9 +291,10 @@ def main() -> None:
 
 
 def merge_results(specs: list[str], parser: argparse.ArgumentParser, out: Path) -> None:
-    """One table from several results files of the same preset, label sets, epochs, network and augmentation;
-    each part's command is kept. Methods keep their order, part by part. A part ``FILE.json:a,b`` takes only
-    the methods labelled a and b from FILE (e.g. to leave out a method that was measured again)."""
+    """One results file from several of the same preset, epochs, network and augmentation; each part's command is
+    kept. Label sets are the union of the parts' (a part may hold one noise level, another the next: one table
+    each), in the order they first appear; methods keep their order, part by part. A part ``FILE.json:a,b`` takes
+    only the methods labelled a and b from FILE (e.g. to leave out a method that was measured again)."""
     paths, parts = [], []
     for spec in specs:
         path, _, only = spec.partition(".json:")
@@ -311,8 +312,8 @@ def merge_results(specs: list[str], parser: argparse.ArgumentParser, out: Path) 
     keys = ("epochs", "model", "augment")
     for path, part in zip(paths[1:], parts[1:]):
         differing = [k for k in keys if part.get(k) != parts[0].get(k)]
-        if differing or part["runs"].keys() != parts[0]["runs"].keys():
-            sys.exit(f"{path}: not the same setting as {paths[0]} ({', '.join(differing) or 'label sets'} differ)")
+        if differing:
+            sys.exit(f"{path}: not the same setting as {paths[0]} ({', '.join(differing)} differ)")
     runs: dict = {}
     for part in parts:
         for label_set, by_method in part["runs"].items():
@@ -340,23 +341,34 @@ def merge_results(specs: list[str], parser: argparse.ArgumentParser, out: Path) 
     write_results(out, merged, markdown(merged, first_args, command) + "\n".join(details + ["", "</details>", ""]))
 
 
-def _first_calibrated(runs: list[dict]) -> dict | None:
-    """The seed record with the lowest seed that kept its reliability bins (older results have none)."""
-    return next((r for r in sorted(runs, key=lambda r: r["seed"]) if r.get("calibration")), None)
+def _panel_runs(results: dict) -> dict[str, dict[str, dict]]:
+    """label set -> method -> the seed record each reliability panel shows: the lowest seed that recorded its bins
+    in every method and label set (one seed for the whole figure, so that panels compare), else each method's
+    lowest seed that did (older results have no bins)."""
+    every = [runs for by_method in results["runs"].values() for runs in by_method.values()]
+    calibrated = [{r["seed"] for r in runs if r.get("calibration")} for runs in every]
+    common = set.intersection(*calibrated) if calibrated else set()
+    panels: dict[str, dict[str, dict]] = {}
+    for label_set, by_method in results["runs"].items():
+        for method, runs in by_method.items():
+            usable = sorted((r for r in runs if r.get("calibration")), key=lambda r: (r["seed"] not in common,
+                                                                                       r["seed"]))
+            if usable:
+                panels.setdefault(label_set, {})[method] = usable[0]
+    return panels
 
 
 def reliability_figure(results: dict, path: Path) -> Path | None:
-    """Reliability diagrams of every method (columns) on every label set (rows), each from the lowest seed that
-    recorded its bins (NRD Fig. 5's comparison); None when no run recorded them."""
+    """Reliability diagrams of every method (columns) on every label set (rows) (NRD Fig. 5's comparison), the
+    seeds as :func:`_panel_runs` picks them; None when no run recorded its bins."""
     from noisykd.calibration import Reliability
     from noisykd.plots import plot_reliability_grid
 
-    rows = {label_set: {method: Reliability.from_dict(first["calibration"]) for method, runs in by_method.items()
-                        if (first := _first_calibrated(runs))}
-            for label_set, by_method in results["runs"].items()}
-    rows = {label_set: cells for label_set, cells in rows.items() if cells}
-    if not rows:
+    panels = _panel_runs(results)
+    if not panels:
         return None
+    rows = {label_set: {method: Reliability.from_dict(r["calibration"]) for method, r in cells.items()}
+            for label_set, cells in panels.items()}
     plot_reliability_grid(rows, path, title=f"{results.get('model', '')}, {results.get('epochs')} epochs: test "
                                             "accuracy per confidence bin at the last epoch")
     return path
@@ -364,11 +376,10 @@ def reliability_figure(results: dict, path: Path) -> Path | None:
 
 def figure_caption(results: dict) -> str:
     """Which seed each panel of the reliability figure shows."""
-    seeds = sorted({(first["seed"]) for by_method in results["runs"].values() for runs in by_method.values()
-                    if (first := _first_calibrated(runs))})
-    return (f"Each panel: one seed's run ({'seed ' + str(seeds[0]) if len(seeds) == 1 else 'seeds ' + str(seeds)}, "
-            "the lowest that recorded its bins); bars: accuracy per confidence bin, hatched: the gap to the bin's "
-            "mean confidence, dashed: perfect calibration.")
+    seeds = sorted({r["seed"] for cells in _panel_runs(results).values() for r in cells.values()})
+    which = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds}, the lowest that recorded its bins"
+    return (f"Each panel: one run ({which}); bars: accuracy per confidence bin, hatched: the gap to the bin's "
+            "mean confidence, dashed: perfect calibration; the legend gives the run's ECE.")
 
 
 def say_seed(setting: Setting, seed: int, state: str) -> None:

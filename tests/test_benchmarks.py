@@ -159,17 +159,23 @@ def test_cmd_gpu_preset_on_fake_cifar10(tmp_path):
 
 
 def test_nrd_cpu_preset_on_fake_cifar10(tmp_path):
-    """The cifar10-noisy preset (NRD Table 2 at CPU scale): both default noise levels, every method on the preset's
-    RandAugment views, the config's evaluation interval, and a reliability figure of every method and level."""
+    """The cifar10-noisy preset (NRD Table 2 at CPU scale), one noise level per part as the grid ran, merged into
+    one file: every method on the preset's RandAugment views, the config's evaluation interval, one table per
+    noise level and one reliability figure of every method and level."""
     from noisykd.data.fixtures import write_cifar10
 
     write_cifar10(tmp_path / "c10", per_batch=60)
-    out = tmp_path / "nrd-cpu"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bkd_vs_ce.py"), "--preset", "cifar10-noisy",
-                           "--cifar-root", str(tmp_path / "c10"), "--train-subset", "0", "--epochs", "1",
-                           "--seeds", "0", "--methods", "ce", "nrd=nrd:preset=cifar10-sym40", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    script = str(ROOT / "benchmarks" / "bkd_vs_ce.py")
+    for part, noise in (("a", "sym-all:0.4"), ("b", "sym-all:0.8")):
+        proc = subprocess.run([sys.executable, script, "--preset", "cifar10-noisy", "--label-sets", noise,
+                               "--cifar-root", str(tmp_path / "c10"), "--train-subset", "0", "--epochs", "1",
+                               "--seeds", "0", "--methods", "ce", "nrd=nrd:preset=cifar10-sym40",
+                               "--out", str(tmp_path / part)], capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    out = tmp_path / "ab"
+    merged = subprocess.run([sys.executable, script, "--merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
+                             "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert merged.returncode == 0, merged.stderr[-2000:]
     results = json.loads(out.with_suffix(".json").read_text())
     assert list(results["runs"]) == ["sym-all:0.4", "sym-all:0.8"]
     rates = {ls: by_method["ce"][0]["noise_rate"] for ls, by_method in results["runs"].items()}
@@ -181,4 +187,30 @@ def test_nrd_cpu_preset_on_fake_cifar10(tmp_path):
     assert record["calibration"]["ece"] == pytest.approx(record["test_ece_last"])
     assert sum(record["calibration"]["count"]) == 60  # every test image of the fake CIFAR-10 (per_batch=60)
     text = out.with_suffix(".md").read_text()
-    assert "![Reliability diagrams" in text and Path(f"{out}-reliability.png").stat().st_size > 10_000
+    assert "## sym-all:0.4" in text and "## sym-all:0.8" in text and "every 5 epochs and at the last" in text
+    assert "![Reliability diagrams" in text and "(seed 0)" in text
+    assert Path(f"{out}-reliability.png").stat().st_size > 10_000
+
+
+def test_preset_label_sets_and_panel_seeds():
+    """cifar10-noisy's default noise levels; the reliability figure shows one seed that every method recorded."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import bkd_vs_ce
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    bkd_vs_ce.add_preset_arguments(parser, seeds=[0], label_sets=["worst"])
+    assert bkd_vs_ce.preset_label_sets(parser.parse_args(["--preset", "cifar10-noisy"])) == ["sym-all:0.4",
+                                                                                             "sym-all:0.8"]
+    assert bkd_vs_ce.preset_label_sets(parser.parse_args(["--preset", "cifar10n"])) == ["worst"]
+    assert bkd_vs_ce.preset_label_sets(parser.parse_args(["--preset", "digits", "--label-sets", "x"])) == ["sym:0.4"]
+    bins = {"ece": 0.1}
+    results = {"runs": {"sym-all:0.4": {"ce": [{"seed": 0, "calibration": bins}, {"seed": 1, "calibration": bins}],
+                                        "nrd": [{"seed": 0}, {"seed": 1, "calibration": bins}]}}}
+    panels = bkd_vs_ce._panel_runs(results)["sym-all:0.4"]
+    assert panels["ce"]["seed"] == 1 and panels["nrd"]["seed"] == 1  # seed 1: the one both recorded
+    results["runs"]["sym-all:0.4"]["nrd"][1].pop("calibration")
+    assert bkd_vs_ce._panel_runs(results) == {"sym-all:0.4": {"ce": results["runs"]["sym-all:0.4"]["ce"][0]}}

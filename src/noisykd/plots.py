@@ -176,21 +176,25 @@ def plot_reliability_grid(rows: dict[str, dict[str, object]], path: Path, *, tit
         for c, column in enumerate(columns):
             ax = axes[r][c]
             if column in cells:
-                _draw_reliability(ax, cells[column], legend_size=6)
+                _draw_reliability(ax, cells[column], legend=False)
+                ax.text(0.97, 0.03, f"ECE {100 * cells[column].ece:.2f}%", transform=ax.transAxes, ha="right",
+                        va="bottom", fontsize=8, bbox={"facecolor": "white", "alpha": 0.8, "linewidth": 0})
                 ax.set_title(f"{column}, {row}", fontsize=8)
             else:
                 ax.axis("off")
             ax.set_ylabel("accuracy" if c == 0 else "")
             if r == len(rows) - 1:
                 ax.set_xlabel("confidence")
+    handles, labels = next(ax for ax in np.ravel(axes) if ax.axison).get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def _draw_reliability(ax, bins, legend_size: int = 8) -> None:
+def _draw_reliability(ax, bins, legend: bool = True) -> None:
     """Accuracy per confidence bin (bars), the gap to the bin's mean confidence (hatched), the diagonal."""
     edges = np.asarray(bins.edges)
     lo, width = edges[:-1], np.diff(edges)
@@ -204,5 +208,6 @@ def _draw_reliability(ax, bins, legend_size: int = 8) -> None:
     ax.plot([0, 1], [0, 1], color="gray", linestyle="--", label="perfect calibration")
     ax.set_xlim(0, 1), ax.set_ylim(0, 1), ax.grid(alpha=0.3)
     ax.set_ylabel("accuracy")
-    ax.legend(fontsize=legend_size, loc="upper left", title=f"ECE {100 * bins.ece:.2f}% ({len(bins.count)} bins)",
-              title_fontsize=legend_size + 1)
+    if legend:
+        ax.legend(fontsize=8, loc="upper left", title=f"ECE {100 * bins.ece:.2f}% ({len(bins.count)} bins)",
+                  title_fontsize=9)
