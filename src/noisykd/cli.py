@@ -68,8 +68,10 @@ def data_info(
     spec: str = typer.Argument(..., help="data spec, e.g. digits, cifar10:ROOT, fashion-mnist:ROOT, folder:ROOT"),
     labels: Optional[str] = typer.Option(None, help="label set replacing the training labels, e.g. "
                                          "cifar10n:CIFAR-10_human.pt:worst"),
-    noise: str = typer.Option("none", help="synthetic noise on the training labels: sym:0.4, asym:0.4, ..."),
+    noise: str = typer.Option("none", help="synthetic noise on the training labels: sym:0.4, asym:0.4, ..., or "
+                              "universal noise openset:RHO1:RHO2 (with --ood)"),
     noise_seed: int = typer.Option(0, help="seed of the synthetic noise"),
+    ood: Optional[str] = typer.Option(None, help="out-of-distribution pool of openset noise (a data spec)"),
     resize: Optional[int] = typer.Option(None, help="resize images (folder sources)"),
     matrix: bool = typer.Option(True, help="print the noise transition matrix when the clean labels are known"),
 ) -> None:
@@ -83,7 +85,9 @@ def data_info(
     start = time.perf_counter()
     dataset = load_dataset(spec, **({"resize": resize} if resize else {}))
     load_s = time.perf_counter() - start
-    noisy = choose_training_labels(DataConfig(spec=spec, labels=labels, noise=noise, noise_seed=noise_seed), dataset)
+    data_cfg = DataConfig(spec=spec, labels=labels, noise=noise, noise_seed=noise_seed, ood=ood)
+    data_cfg.validate()
+    noisy = choose_training_labels(data_cfg, dataset)
     h, w, c = dataset.image_shape
     console.print(f"[bold]{dataset.name}[/]: {dataset.num_classes} classes, images {h}x{w}x{c} uint8, "
                   f"loaded in {load_s:.2f} s")
@@ -105,7 +109,7 @@ def data_info(
     console.print(f"[bold]noise rate: {100 * noisy.noise_rate:.2f}%[/] "
                   f"({int(noisy.is_noisy.sum()):,} of {len(noisy):,} labels differ from the clean ones)")
     if noisy.open_set_rate:
-        console.print(f"open-set: {100 * noisy.open_set_rate:.2f}%")
+        console.print(noisy.describe())
     if matrix and dataset.num_classes <= 20:
         t = noisy.transition_matrix(dataset.num_classes)
         table = Table("clean \\ given", *[str(k) for k in range(dataset.num_classes)],
@@ -195,7 +199,10 @@ def train_cmd(
     method: Optional[str] = typer.Option(None, help="method (noisykd methods)"),
     data: Optional[str] = typer.Option(None, help="data spec"),
     labels: Optional[str] = typer.Option(None, help="label-set spec, e.g. cifar10n:FILE:worst"),
-    noise: Optional[str] = typer.Option(None, help="synthetic noise, e.g. sym:0.4"),
+    noise: Optional[str] = typer.Option(None, help="synthetic noise, e.g. sym:0.4, or universal noise "
+                                        "openset:RHO1:RHO2 (with --ood)"),
+    ood: Optional[str] = typer.Option(None, help="out-of-distribution pool of openset noise: a data spec, e.g. "
+                                      "fashion-mnist:ROOT"),
     model: Optional[str] = typer.Option(None, help="network (noisykd models)"),
     epochs: Optional[int] = typer.Option(None, help="number of epochs"),
     seed: Optional[int] = typer.Option(None, help="training seed"),
@@ -216,7 +223,8 @@ def train_cmd(
     if resume is not None:
         changed = [name for name, value in (("--config", config), ("--set", overrides), ("--method", method),
                                             ("--data", data), ("--labels", labels), ("--noise", noise),
-                                            ("--model", model), ("--seed", seed), ("--out", out)) if value]
+                                            ("--ood", ood), ("--model", model), ("--seed", seed),
+                                            ("--out", out)) if value]
         if changed:
             raise typer.BadParameter(f"--resume continues a run with its saved config; drop {', '.join(changed)} "
                                      "(only --device, and --epochs with --extend, may change)")
@@ -236,7 +244,7 @@ def train_cmd(
             return
         result = Trainer(cfg).run(resume=resume, extend=extend)
     else:
-        flags = {"method": method, "data.spec": data, "data.labels": labels, "data.noise": noise,
+        flags = {"method": method, "data.spec": data, "data.labels": labels, "data.noise": noise, "data.ood": ood,
                  "model.name": model, "optim.epochs": epochs, "seed": seed, "device": device, "threads": threads,
                  "out_dir": str(out) if out else None}
         sets = [f"{k}={v}" for k, v in flags.items() if v is not None]
@@ -536,7 +544,10 @@ def compare_cmd(
     config: str = typer.Option("digits/sym40", "--config", "-c", help="the base config every method runs on"),
     data: Optional[str] = typer.Option(None, help="data spec instead of the config's"),
     labels: Optional[str] = typer.Option(None, help="label-set spec, e.g. cifar10n:FILE:worst"),
-    noise: Optional[str] = typer.Option(None, help="synthetic noise, e.g. sym:0.4"),
+    noise: Optional[str] = typer.Option(None, help="synthetic noise, e.g. sym:0.4, or universal noise "
+                                        "openset:RHO1:RHO2 (with --ood)"),
+    ood: Optional[str] = typer.Option(None, help="out-of-distribution pool of openset noise: a data spec, e.g. "
+                                      "fashion-mnist:ROOT"),
     model: Optional[str] = typer.Option(None, help="network (noisykd models)"),
     epochs: Optional[int] = typer.Option(None, help="number of epochs"),
     seeds: int = typer.Option(3, help="run seeds 0 .. N-1 of each method"),

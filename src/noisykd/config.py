@@ -38,6 +38,12 @@ class DataConfig:
     test_subset:   evaluate on this many test samples only (stratified, seeded by val_seed), or None for all:
                    for quick checks (``noisykd reproduce --smoke``), never for reported numbers.
     resize:        resize images to this size when loading (``folder:`` sources), or None.
+    ood:           universal noise (``noise: openset:RHO1:RHO2``): the data spec of the out-of-distribution pool
+                   (its training split; ``folder:``, ``npz:``, ``fashion-mnist:``, ``cifar100:`` ...). Its images
+                   are resized and converted to the training images' size and channels.
+    ood_exclude:   pool classes never used (e.g. those overlapping the in-distribution classes), by name or id.
+    ood_reuse:     allow a pool image to stand in for several open-set samples when the pool is too small
+                   (default false: that is an error).
     """
 
     spec: str = "digits"
@@ -50,9 +56,18 @@ class DataConfig:
     train_subset: int | None = None
     test_subset: int | None = None
     resize: int | None = None
+    ood: str | None = None
+    ood_exclude: list = field(default_factory=list)
+    ood_reuse: bool = False
+
+    @property
+    def is_open_set(self) -> bool:
+        """True when the noise is universal (``openset:RHO1:RHO2``)."""
+        return self.noise.strip().lower().startswith("openset")
 
     def validate(self) -> None:
         _check_range("data.val_fraction", self.val_fraction, 0.0, 0.9)
+        self._validate_open_set()
         for name in ("noise_seed", "val_seed"):
             _check_seed(f"data.{name}", getattr(self, name))
         if self.labels and self.noise not in ("none", "") and not self.noise_file:
@@ -65,6 +80,29 @@ class DataConfig:
             raise ConfigError(f"data.train_subset must be >= 2 or null, got {self.train_subset}")
         if self.test_subset is not None and self.test_subset < 1:
             raise ConfigError(f"data.test_subset must be >= 1 or null, got {self.test_subset}")
+
+    def _validate_open_set(self) -> None:
+        """The spec parses, a pool is named when open-set samples are asked for, and the pool options are only
+        given with open-set noise."""
+        from .noise.openset import OPENSET_SPEC, parse_openset_spec
+
+        if not isinstance(self.ood_exclude, list) or not all(
+                isinstance(c, (str, int)) and not isinstance(c, bool) for c in self.ood_exclude):
+            raise ConfigError(f"data.ood_exclude must be a list of class names or ids, got {self.ood_exclude!r}")
+        if self.noise_file:
+            return  # a saved file: an open-set one needs data.ood to rebuild its images (checked when loaded)
+        if self.is_open_set:
+            try:
+                _, rho2 = parse_openset_spec(self.noise)
+            except ValueError as exc:
+                raise ConfigError(f"data.noise: {exc}") from None
+            if rho2 > 0 and not self.ood:
+                raise ConfigError(f"data.noise={self.noise!r} swaps images for out-of-distribution ones: name the "
+                                  "pool with --ood SPEC (data.ood), e.g. fashion-mnist:ROOT, folder:ROOT, npz:FILE")
+        elif self.ood or self.ood_exclude:
+            option = "data.ood" if self.ood else "data.ood_exclude"
+            raise ConfigError(f"{option} is only used by universal noise (data.noise={OPENSET_SPEC}), but "
+                              f"data.noise is {self.noise!r}")
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """From a :class:`DataConfig` to the splits a run trains and evaluates on.
 
 Order: load the source -> choose the training labels (saved file, label set, or synthetic noise on the clean
-labels) -> optional stratified subset -> optional held-out noisy validation split. Every sample keeps its
-index in the source's training split, which keys the per-sample store.
+labels; universal noise also swaps images for out-of-distribution ones) -> optional stratified subset -> optional
+held-out noisy validation split. Every sample keeps its index in the source's training split, which keys the
+per-sample store.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import numpy as np
 
 from ..config import DataConfig
 from ..data import ImageDataset, ImageSplit, Normalization, load_dataset, load_labelset
-from ..errors import ConfigError
-from ..noise import NoisyLabels, from_labelset, make_noise
+from ..errors import ConfigError, DataError
+from ..noise import NoisyLabels, fit_images, from_labelset, make_noise, open_set
+from ..noise.openset import parse_openset_spec
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,12 @@ def prepare_data(cfg: DataConfig, dataset: ImageDataset | None = None) -> Prepar
         options = {"resize": cfg.resize} if cfg.resize is not None else {}
         dataset = load_dataset(cfg.spec, **options)
     source_train = dataset.train
-    noisy = choose_training_labels(cfg, dataset)
+    if cfg.is_open_set and not cfg.noise_file:
+        source_train, noisy = open_set_noise(cfg, dataset)
+    else:
+        noisy = choose_training_labels(cfg, dataset)
+        if noisy.is_open_set.any():  # a saved open-set file: its images are rebuilt from the same pool
+            source_train = rebuild_open_set_images(cfg, dataset, noisy)
     train = source_train.with_labels(noisy.labels)
     rows = np.arange(len(train))
     rng = np.random.default_rng(cfg.val_seed)
@@ -94,11 +101,84 @@ def choose_training_labels(cfg: DataConfig, dataset: ImageDataset) -> NoisyLabel
     if cfg.noise in ("none", "") and not dataset.labels_are_truth:
         # the user's own labels: they are what we train on, and whether they are right is what we do not know
         return NoisyLabels(clean, clean=None, kind="given", params={"num_classes": int(c)})
+    if cfg.is_open_set:
+        return open_set_noise(cfg, dataset)[1]
     features = None
     if cfg.noise.startswith("instance"):
         # Xia et al.'s generator projects the flattened image; uint8 is scaled to [0, 1] there, in chunks.
         features = dataset.train.images.reshape(n, -1)
     return make_noise(cfg.noise, clean, c, seed=cfg.noise_seed, features=features, dataset=dataset.name)
+
+
+@dataclass(frozen=True)
+class OODPool:
+    """The out-of-distribution pool of universal noise: ``images`` uint8 (M, h, w[, c]) and ``labels`` int (M,)
+    of ``spec``'s training split, ``excluded`` the class ids never drawn."""
+
+    spec: str
+    images: np.ndarray
+    labels: np.ndarray
+    excluded: list[int]
+
+
+def load_ood_pool(cfg: DataConfig) -> OODPool:
+    """``data.ood``'s training split, with ``data.ood_exclude`` (names or ids) resolved to class ids."""
+    if not cfg.ood:
+        raise ConfigError(f"data.noise={cfg.noise!r} needs an out-of-distribution pool: --ood SPEC (data.ood)")
+    try:
+        pool = load_dataset(cfg.ood)
+    except (DataError, ConfigError, OSError) as exc:
+        raise ConfigError(f"data.ood={cfg.ood!r} does not load: {exc}") from None
+    excluded = []
+    for item in cfg.ood_exclude:
+        if isinstance(item, int) or (isinstance(item, str) and item.strip().isdigit()
+                                     and item.strip() not in pool.classes):
+            cid = int(item)
+            if not 0 <= cid < pool.num_classes:
+                raise ConfigError(f"data.ood_exclude: class id {cid} is outside the pool's 0..{pool.num_classes - 1}")
+        else:
+            matches = [k for k, name in enumerate(pool.classes) if name.lower() == str(item).strip().lower()]
+            if not matches:
+                shown = ", ".join(pool.classes[:8]) + (", ..." if pool.num_classes > 8 else "")
+                raise ConfigError(f"data.ood_exclude: the pool {cfg.ood!r} has no class named {item!r} "
+                                  f"(its classes: {shown})")
+            cid = matches[0]
+        excluded.append(cid)
+    return OODPool(cfg.ood, pool.train.images, pool.train.labels, sorted(set(excluded)))
+
+
+def open_set_noise(cfg: DataConfig, dataset: ImageDataset) -> tuple[ImageSplit, NoisyLabels]:
+    """Universal noise (``openset:RHO1:RHO2``) on the source's training split: the split with the open-set rows'
+    images swapped for pool images (fitted to the split's size and channels), and the labels (MODUL's setting)."""
+    rho1, rho2 = parse_openset_spec(cfg.noise)
+    if rho1 * rho2 > 0 or cfg.ood:
+        pool = load_ood_pool(cfg)
+        images, labels, excluded = pool.images, pool.labels, pool.excluded
+    else:  # no open-set samples: closed-set noise alone needs no pool
+        images, labels, excluded = np.zeros((0, 1, 1), dtype=np.uint8), None, []
+    try:
+        return open_set(dataset.train, dataset.num_classes, rho1, rho2, images, seed=cfg.noise_seed,
+                        ood_labels=labels, exclude_ood_classes=excluded or None, allow_reuse=cfg.ood_reuse)
+    except DataError as exc:
+        raise ConfigError(f"data.noise={cfg.noise!r} with data.ood={cfg.ood!r}: {exc}") from None
+
+
+def rebuild_open_set_images(cfg: DataConfig, dataset: ImageDataset, noisy: NoisyLabels) -> ImageSplit:
+    """The training split of a saved open-set noise file (``data.noise_file``): its open-set rows get the pool
+    images recorded in ``params["ood_rows"]``, from ``data.ood`` (the pool it was made from)."""
+    rows = np.flatnonzero(noisy.is_open_set)
+    ood_rows = np.asarray(noisy.params.get("ood_rows", []), dtype=np.int64)
+    if not cfg.ood:
+        raise ConfigError(f"data.noise_file={cfg.noise_file!r} holds {len(rows):,} open-set samples: give data.ood, "
+                          "the out-of-distribution pool it was made from, so that their images can be rebuilt")
+    pool = load_ood_pool(cfg)
+    if len(ood_rows) != len(rows) or (len(ood_rows) and not 0 <= ood_rows.min() <= ood_rows.max() < len(pool.images)):
+        raise ConfigError(f"data.noise_file={cfg.noise_file!r} does not match data.ood={cfg.ood!r}: it records "
+                          f"{len(ood_rows):,} pool rows (up to {ood_rows.max() if len(ood_rows) else '-'}) for "
+                          f"{len(rows):,} open-set samples, the pool has {len(pool.images):,} images")
+    images = np.array(dataset.train.images, copy=True)
+    images[rows] = fit_images(pool.images[ood_rows], tuple(int(d) for d in images.shape[1:]))
+    return ImageSplit(images, dataset.train.labels, np.array(dataset.train.indices, copy=True))
 
 
 def stratified_pick(labels: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:

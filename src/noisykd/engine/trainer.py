@@ -122,6 +122,7 @@ class Trainer:
                 self.build(checkpoint)
                 self._write_run_inputs(resumed=checkpoint is not None)
                 stack.enter_context(_log_to_file(self.out_dir / "train.log"))
+                log.info(f"training labels: {self.data.noisy.describe()}")  # the realised counts, every run
                 if self.config.log.tensorboard:
                     self.tensorboard = stack.enter_context(_tensorboard(self.out_dir / "tensorboard"))
                 folder.clear_finished()

@@ -102,6 +102,19 @@ class NoisyLabels:
         closed = (self.labels != self.clean) & ~self.is_open_set
         return float(closed.mean()) if len(self) else 0.0
 
+    def describe(self) -> str:
+        """One line for logs: the kind and the realised counts (closed- and open-set apart when there are open-set
+        samples), e.g. ``open_set noise: 2,500 of 5,000 samples noisy (50.00%): 1,250 closed-set, 1,250 open-set``."""
+        n = len(self)
+        noisy = self.is_noisy
+        if noisy is None:
+            return f"{self.kind} labels on {n:,} samples: noise unknown (no clean labels)"
+        line = f"{self.kind} noise: {int(noisy.sum()):,} of {n:,} samples noisy ({100 * (self.noise_rate or 0):.2f}%)"
+        n_open = int(self.is_open_set.sum())
+        if n_open:
+            line += f": {int(noisy.sum()) - n_open:,} closed-set (wrong label), {n_open:,} open-set (foreign image)"
+        return line
+
     def transition_matrix(self, num_classes: int) -> np.ndarray:
         """Realised noise transition matrix T, float64 C x C.
 

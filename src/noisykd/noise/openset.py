@@ -18,9 +18,37 @@ from ..errors import DataError
 from .labels import NoisyLabels, _as_int64, check_rate, check_seed
 
 
+#: the noise spec of universal noise on the command line and in configs
+OPENSET_SPEC = "openset:RHO1:RHO2"
+
+
+def parse_openset_spec(spec: str) -> tuple[float, float]:
+    """``openset:RHO1:RHO2`` -> (rho1, rho2): RHO1 of the samples are noisy, RHO2 of those open-set; both in
+    [0, 1]. A DataError names the spec and what was expected."""
+    kind, _, rest = str(spec).strip().lower().partition(":")
+    parts = rest.split(":")
+    if kind != "openset" or len(parts) != 2:
+        raise DataError(f"noise spec {spec!r}: expected {OPENSET_SPEC} (e.g. openset:0.5:0.5: half the samples "
+                        "noisy, half of those with an out-of-distribution image)")
+    rates = []
+    for name, text in zip(("RHO1", "RHO2"), parts):
+        try:
+            rates.append(check_rate(float(text), name))
+        except ValueError as exc:  # not a number, or out of [0, 1] (DataError is a ValueError)
+            detail = exc if isinstance(exc, DataError) else f"{name} {text!r} is not a number"
+            raise DataError(f"noise spec {spec!r}: {detail}") from None
+    return rates[0], rates[1]
+
+
+def open_set_counts(n: int, noisy_fraction: float, open_fraction: float) -> tuple[int, int]:
+    """(noisy, open-set) sample counts of ``open_set`` on n samples: round(ρ1·n) and round(ρ2·noisy), halves up."""
+    n_noisy = _round_half_up(noisy_fraction * n)
+    return n_noisy, _round_half_up(open_fraction * n_noisy)
+
+
 def open_set(split: ImageSplit, num_classes: int, noisy_fraction: float, open_fraction: float,
              ood_images: np.ndarray, seed: int, ood_labels: np.ndarray | None = None,
-             exclude_ood_classes=None) -> tuple[ImageSplit, NoisyLabels]:
+             exclude_ood_classes=None, allow_reuse: bool = True) -> tuple[ImageSplit, NoisyLabels]:
     """Corrupt ``split`` with closed- and open-set noise. Returns ``(new_split, noisy_labels)``.
 
     split:          the clean training split (N x H x W x C uint8); never modified.
@@ -33,8 +61,9 @@ def open_set(split: ImageSplit, num_classes: int, noisy_fraction: float, open_fr
     exclude_ood_classes: pool classes to drop first (e.g. ImageNet classes that overlap CIFAR's).
 
     Pool images are drawn without replacement; if the pool is smaller than the number of open-set samples,
-    every pool image is used once before any is used again (a warning says so). An empty pool (after
-    exclusion) with open-set samples to fill is an error.
+    every pool image is used once before any is used again (a warning says so), or, with ``allow_reuse``
+    False, that is an error naming both counts. An empty pool (after exclusion) with open-set samples to fill
+    is an error.
 
     The returned split has a copy of the images (with the open-set rows replaced) and the new labels; indices
     are kept. The NoisyLabels (kind ``"open_set"``) has ``clean`` = the original labels (for an open-set sample
@@ -56,14 +85,18 @@ def open_set(split: ImageSplit, num_classes: int, noisy_fraction: float, open_fr
         raise DataError(f"open_set: split.images must be N x H x W x C with C in (1, 3), got {split.images.shape}")
 
     n = len(clean)
-    n_noisy = _round_half_up(rho1 * n)
-    n_open = _round_half_up(rho2 * n_noisy)
+    n_noisy, n_open = open_set_counts(n, rho1, rho2)
     n_closed = n_noisy - n_open
     if n_closed and num_classes < 2:
         raise DataError("open_set: closed-set noise needs num_classes >= 2")
     if not isinstance(ood_images, np.ndarray):  # a memmap is an ndarray and stays one
         ood_images = np.asarray(ood_images)
     pool = _ood_pool(ood_images, ood_labels, exclude_ood_classes, n_open)
+    if n_open > len(pool) and not allow_reuse:
+        what = " after the exclusions" if exclude_ood_classes is not None and len(exclude_ood_classes) else ""
+        raise DataError(f"the out-of-distribution pool has {len(pool):,} images{what} but {n_open:,} open-set "
+                        f"samples need one each (RHO1 {rho1} x RHO2 {rho2} of {n:,}): give a larger pool, lower "
+                        "RHO1 or RHO2, or allow images to repeat (data.ood_reuse=true)")
 
     rng = np.random.Generator(np.random.PCG64(seed))
     order = rng.permutation(n)
