@@ -61,8 +61,8 @@ class DataConfig:
     ood_reuse: bool = False
 
     @property
-    def is_open_set(self) -> bool:
-        """True when the noise is universal (``openset:RHO1:RHO2``)."""
+    def universal_noise(self) -> bool:
+        """True when the noise is universal, closed- plus open-set (``openset:RHO1:RHO2``)."""
         return self.noise.strip().lower().startswith("openset")
 
     def validate(self) -> None:
@@ -91,7 +91,7 @@ class DataConfig:
             raise ConfigError(f"data.ood_exclude must be a list of class names or ids, got {self.ood_exclude!r}")
         if self.noise_file:
             return  # a saved file: an open-set one needs data.ood to rebuild its images (checked when loaded)
-        if self.is_open_set:
+        if self.universal_noise:
             try:
                 _, rho2 = parse_openset_spec(self.noise)
             except ValueError as exc:

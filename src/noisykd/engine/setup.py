@@ -61,7 +61,7 @@ def prepare_data(cfg: DataConfig, dataset: ImageDataset | None = None) -> Prepar
         options = {"resize": cfg.resize} if cfg.resize is not None else {}
         dataset = load_dataset(cfg.spec, **options)
     source_train = dataset.train
-    if cfg.is_open_set and not cfg.noise_file:
+    if cfg.universal_noise and not cfg.noise_file:
         source_train, noisy = open_set_noise(cfg, dataset)
     else:
         noisy = choose_training_labels(cfg, dataset)
@@ -101,7 +101,7 @@ def choose_training_labels(cfg: DataConfig, dataset: ImageDataset) -> NoisyLabel
     if cfg.noise in ("none", "") and not dataset.labels_are_truth:
         # the user's own labels: they are what we train on, and whether they are right is what we do not know
         return NoisyLabels(clean, clean=None, kind="given", params={"num_classes": int(c)})
-    if cfg.is_open_set:
+    if cfg.universal_noise:
         return open_set_noise(cfg, dataset)[1]
     features = None
     if cfg.noise.startswith("instance"):
