@@ -331,7 +331,7 @@ def main() -> None:
                     print(f"    seed {r.seed}: last {r.value('test_last'):.2f} oracle {r.value('test_oracle'):.2f} "
                           f"F1 {r.value('f1'):.2f} ({r.seconds:.0f} s)", file=sys.stderr, flush=True)
                 results["runs"].setdefault(label_set, {})[label] = [seed_record(r) for r in runs]
-    write_results(out, results, markdown(results, args, command))
+    write_results(out, results, markdown(results, args, command), reliability=True)
 
 
 def merge_results(specs: list[str], parser: argparse.ArgumentParser, out: Path) -> None:
@@ -382,7 +382,8 @@ def merge_results(specs: list[str], parser: argparse.ArgumentParser, out: Path) 
     details += [f"- {part['date']}, {part['machine']}: `{part['command']}`"
                 + (f" (from it: {spec.partition('.json:')[2]})" if ".json:" in spec else "")
                 for spec, part in zip(specs, parts)]
-    write_results(out, merged, markdown(merged, first_args, command) + "\n".join(details + ["", "</details>", ""]))
+    write_results(out, merged, markdown(merged, first_args, command) + "\n".join(details + ["", "</details>", ""]),
+                  reliability=True)
 
 
 def _panel_runs(results: dict) -> dict[str, dict[str, dict]]:
@@ -430,11 +431,12 @@ def say_seed(setting: Setting, seed: int, state: str) -> None:
     print(f"[{datetime.now():%H:%M:%S}] {setting.name} seed {seed} ...", file=sys.stderr, flush=True)
 
 
-def write_results(out: Path, results: dict, text: str) -> None:
+def write_results(out: Path, results: dict, text: str, reliability: bool = False) -> None:
     """``OUT.json`` (everything measured) and ``OUT.md`` (the table with its command); the table to stdout.
-    ``OUT-reliability.png`` too when the runs recorded their reliability bins."""
+    With ``reliability`` (results of this script: label set -> method -> seed records), ``OUT-reliability.png``
+    too when the runs recorded their reliability bins."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    figure = reliability_figure(results, Path(f"{out}-reliability.png"))
+    figure = reliability_figure(results, Path(f"{out}-reliability.png")) if reliability else None
     if figure:
         text += f"\n![Reliability diagrams, last epoch, test set]({figure.name})\n\n{figure_caption(results)}\n"
     # appended, not with_suffix: a name such as "transit0.1" must keep its ".1"
