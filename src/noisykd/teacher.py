@@ -69,6 +69,14 @@ class Teacher:
     image_shape: tuple[int, int, int]
     num_parameters: int
 
+    def summary(self, student: nn.Module) -> dict:
+        """The teacher's origin and the student / teacher sizes, for a distillation method's run summary (MODUL
+        reports the compression)."""
+        student_parameters = count_parameters(student)
+        return {"teacher": str(self.checkpoint), "teacher_network": self.network, "teacher_model": self.model,
+                "teacher_parameters": self.num_parameters, "student_parameters": student_parameters,
+                "student_over_teacher_parameters": student_parameters / self.num_parameters}
+
     def describe(self) -> str:
         return (f"teacher {self.model} (network {self.network!r}, {self.num_parameters:,} parameters) from "
                 f"{self.checkpoint}")

@@ -97,15 +97,5 @@ class VKD(Method):
         return Prediction(logits=self.student(images), heads={"teacher": self.teacher(images)})
 
     def summary(self) -> dict:
-        return teacher_summary(self.teacher_info, self.student.module) | {
+        return self.teacher_info.summary(self.student.module) | {
             "alpha": self.args.alpha, "temperature": self.args.temperature}
-
-
-def teacher_summary(teacher: Teacher, student: torch.nn.Module) -> dict:
-    """The teacher's origin and the student / teacher sizes (MODUL reports the compression)."""
-    from ..models.registry import count_parameters
-
-    student_parameters = count_parameters(student)
-    return {"teacher": str(teacher.checkpoint), "teacher_network": teacher.network, "teacher_model": teacher.model,
-            "teacher_parameters": teacher.num_parameters, "student_parameters": student_parameters,
-            "student_over_teacher_parameters": student_parameters / teacher.num_parameters}
