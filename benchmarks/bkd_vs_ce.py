@@ -24,6 +24,14 @@ Presets (shipped configs, every value with its source):
             out as noisy validation) with the CIFAR-10N human labels, small_cnn, SGD lr 0.02 momentum 0.9 wd 5e-4,
             batch 128, lr x0.1 at half the epochs (the paper's schedule, shortened), weak augmentation with
             reflect padding (BKD's).
+  digits-openset  configs/modul/digits-openset.yaml (MODUL Table I at CPU scale): 8x8 digits with universal
+            noise, Fashion-MNIST images (--ood) as the open-set ones, label sets openset:RHO1:RHO2 (default 0.5:0.5
+            and 0.75:0.75); the distillation methods (vkd, dfnd, modul) get the teacher of
+            configs/modul/digits-teacher.yaml, trained once per invocation (or --teacher RUN):
+    python benchmarks/bkd_vs_ce.py --preset digits-openset --methods ce vkd dfnd modul
+  cifar10-openset  configs/modul/cifar10-subset-cpu.yaml: the same on a 5,000-image CIFAR-10 subset (weak
+            augmentation, 30 epochs), Tiny ImageNet (--ood, the tarball) as the open-set images, the teacher of
+            configs/modul/cifar10-teacher-cpu.yaml (10,000 clean images).
 Every run of a seed uses the same noisy labels for every method; the training seed differs per seed.
 Run folders go to a temporary directory; results (JSON + Markdown with this command) to --out.
 
@@ -65,8 +73,11 @@ GRIDS = {"cmd-grid": ["ce", "proselflc", "mconf", "zero=cmd:knowledge=zero", "sy
 def preset_config(args, spec: str, label_set: str | None, out_dir: Path) -> dict:
     """The resolved config (plain data) of one method spec on one label set of the preset."""
     _, method, method_args = parse_method_spec(ALIASES.get(spec, spec))
-    cfg = _preset(args, method, label_set, out_dir)
-    cfg["method_args"] = dict(method_args)
+    method_args = dict(method_args)
+    if distils(method) and "teacher" not in method_args:
+        method_args["teacher"] = str(preset_teacher(args, out_dir))
+    cfg = _preset(args, method, label_set, out_dir, method_args)
+    cfg["method_args"] = method_args
     if args.preset == "cifar10-noisy":
         apply_table5(cfg, method, label_set)
     if getattr(args, "augment", None) is not None:
@@ -83,11 +94,52 @@ PRESET_CONFIGS = {"digits": "digits/sym40", "cifar10n": "cifar10n/small-cnn-subs
                   # CIFAR-10: the CMD GPU check (no CIFAR-100 images in ../shared/data)
                   "cifar10-sym40": "ce/cifar100-sym40",
                   # NRD Table 2 at CPU scale: 5,000 CIFAR-10 images, synthetic noise, every method on GJS's views
-                  "cifar10-noisy": "nrd/cifar10-subset-cpu"}
+                  "cifar10-noisy": "nrd/cifar10-subset-cpu",
+                  # MODUL Table I at CPU scale: digits with universal noise, Fashion-MNIST as the open-set images
+                  "digits-openset": "modul/digits-openset",
+                  # the same on a 5,000-image CIFAR-10 subset, Tiny ImageNet as the open-set images
+                  "cifar10-openset": "modul/cifar10-subset-cpu"}
+
+#: the teacher config of a distillation preset (trained once per invocation, shared by every method and seed)
+TEACHER_CONFIGS = {"digits-openset": "modul/digits-teacher", "cifar10-openset": "modul/cifar10-teacher-cpu"}
+#: the out-of-distribution pool of a universal-noise preset: its data kind and the default path (--ood)
+OOD_POOLS = {"digits-openset": ("fashion-mnist", "../shared/data/fashion-mnist"),
+             "cifar10-openset": ("tinyimagenet", "../shared/data/tinyimagenet/tinyimagenet-val-test-jpeg.tar.gz")}
 
 
-def _preset(args, method: str, label_set: str | None, out_dir: Path) -> dict:
-    updates: dict = {"method": method, "device": args.device, "out_dir": str(out_dir), "optim": {}}
+def distils(method: str) -> bool:
+    """Whether a method distils a trained teacher (its arguments have a ``teacher`` field: vkd, dfnd, modul)."""
+    import dataclasses
+
+    from noisykd.methods import METHODS
+
+    return "teacher" in {f.name for f in dataclasses.fields(METHODS[method].Args)}
+
+
+def preset_teacher(args, out_dir: Path) -> Path:
+    """The teacher run of a distillation preset: ``--teacher`` when given, else trained once from the preset's
+    teacher config (configs/modul/digits-teacher.yaml) into ``out_dir/teacher`` and reused."""
+    if getattr(args, "teacher", None):
+        return Path(args.teacher)
+    if args.preset not in TEACHER_CONFIGS:
+        raise SystemExit(f"error: preset {args.preset} has no teacher config; give --teacher RUN")
+    folder = Path(out_dir) / "teacher"
+    if not (folder / "finished.json").is_file():
+        from noisykd.engine import Trainer
+
+        print(f"training the teacher ({TEACHER_CONFIGS[args.preset]}) into {folder} ...", file=sys.stderr, flush=True)
+        updates = {"device": args.device, "out_dir": str(folder)}
+        if args.preset.startswith("cifar10"):
+            updates["data"] = {"spec": f"cifar10:{args.cifar_root}"}
+        if any(item.partition("=")[0].strip() == "threads" for item in getattr(args, "set", None) or []):
+            updates["threads"] = _threads(args)  # the only override the teacher takes from the students'
+        Trainer(load_config(TEACHER_CONFIGS[args.preset], updates=updates), progress=False).run()
+    return folder
+
+
+def _preset(args, method: str, label_set: str | None, out_dir: Path, method_args: dict) -> dict:
+    updates: dict = {"method": method, "method_args": method_args, "device": args.device, "out_dir": str(out_dir),
+                     "optim": {}}
     if args.epochs:
         updates["optim"]["epochs"] = args.epochs
     epochs = args.epochs or read_config_file(PRESET_CONFIGS[args.preset])["optim"]["epochs"]
@@ -108,6 +160,13 @@ def _preset(args, method: str, label_set: str | None, out_dir: Path) -> dict:
         updates["data"] = {"spec": f"cifar10:{args.cifar_root}", "noise": label_set, **subset}
         # NRD A.1: /10 at 50% and 75% of the training iterations, kept at the same fractions of a shortened run
         updates["optim"]["milestones"] = sorted({max(1, round(0.5 * epochs)), max(1, round(0.75 * epochs))})
+    if args.preset in OOD_POOLS:  # the label sets are universal-noise specs (openset:RHO1:RHO2)
+        kind, default = OOD_POOLS[args.preset]
+        updates["data"] = {"noise": label_set, "ood": f"{kind}:{Path(args.ood or default).resolve()}", **subset}
+        if args.preset == "cifar10-openset":
+            updates["data"]["spec"] = f"cifar10:{args.cifar_root}"
+        # MODUL Sec. V-B: /10 at 40% and 80% of the run (80 and 160 of 200 epochs)
+        updates["optim"]["milestones"] = sorted({max(1, round(0.4 * epochs)), max(1, round(0.8 * epochs))})
     return load_config(PRESET_CONFIGS[args.preset], updates=updates).to_dict()
 
 
@@ -146,6 +205,7 @@ def seed_record(run: SeedRun) -> dict:
     """What the results JSON keeps of one seed's run."""
     s = run.summary
     split = (s.get("method_summary") or {}).get("split") or {}
+    split = split if "fitting_epoch" in split else {}  # BKD's tipping split (MODUL's split is another kind)
     return {
         "seed": run.seed,
         "test_last": s["last"]["test_acc"],
@@ -158,7 +218,29 @@ def seed_record(run: SeedRun) -> dict:
         "tipping": {k: split.get(k) for k in ("fitting_epoch", "fallback", "s", "mu1", "mu2")} if split else None,
         "seconds": run.seconds,
         "median_img_per_s": s["median_img_per_s"],
+        **distillation_record(run),
     }
+
+
+def distillation_record(run: SeedRun) -> dict:
+    """For a method that distils a teacher: the teacher's last test accuracy, the student / teacher sizes and, for
+    MODUL, its split against the truth (``modul_split.csv`` of the run); nothing for other methods."""
+    s = run.summary
+    method = s.get("method_summary") or {}
+    if "teacher_parameters" not in method:
+        return {}
+    rows = [json.loads(line) for line in (Path(run.out_dir) / "metrics.jsonl").read_text().splitlines() if line]
+    teacher = [r["test_acc_teacher"] for r in rows if r.get("test_acc_teacher") is not None]
+    record = {"test_teacher_last": teacher[-1] if teacher else None,
+              "teacher_parameters": method["teacher_parameters"], "student_parameters": method["student_parameters"]}
+    table = Path(run.out_dir) / "modul_split.csv"
+    if table.is_file():
+        import csv
+
+        with open(table, newline="") as f:
+            record["split"] = {row["group"]: {k: float(v) for k, v in row.items() if k != "group"}
+                               for row in csv.DictReader(f)}
+    return record
 
 
 def mean_std(values: list[float]) -> str:
@@ -224,17 +306,50 @@ def markdown(results: dict, args, command: str) -> str:
                   "with the papers' absolute numbers."]
     if args.preset == "cifar10-noisy":
         lines += ["", "NRD's CIFAR-10 protocol (A.1, Table 5) at CPU scale (configs/nrd/cifar10-subset-cpu.yaml): a "
-                  "stratified 5,000-image subset (10% held out as noisy validation), small_cnn instead of "
-                  f"PreActResNet-34, {results['epochs']} epochs instead of 400 (lr /10 at 50% and 75%), RandAugment + "
-                  "Cutout 16 for every method (NRD's teacher: AugMix); each method's lr, weight decay and loss "
+                  "stratified subset (5,000 images unless the command's --train-subset says otherwise; 10% held out "
+                  f"as noisy validation), small_cnn instead of PreActResNet-34, {results['epochs']} epochs instead of "
+                  f"400 (lr /10 at 50% and 75%), the augmentation {results.get('augment', '-')} for every method "
+                  "(the paper's: RandAugment + Cutout; NRD's teacher: AugMix); each method's lr, weight decay and loss "
                   "hyperparameters from Table 5 for the noise level unless its spec gives them. CIFAR-10 decoded "
                   "from a JPEG copy (0.5-2 points below the original images)."]
+    if args.preset in OOD_POOLS:
+        lines += ["", *distillation_lines(results, args.preset)]
     if args.preset == "cifar10-sym40":
         lines += ["", "CMD's CIFAR-100 setting (configs/ce/cifar100-sym40.yaml: ResNet-34, SGD lr 0.1 /10 at 50% and "
                   "80% of the run, 40% symmetric noise) on CIFAR-10, decoded from a JPEG copy (0.5-2 points below the "
                   f"original images), {results['epochs']} epochs instead of 100. The paper has no CIFAR-10 numbers: "
                   "compare the methods with each other."]
     return "\n".join(lines) + "\n"
+
+
+def distillation_lines(results: dict, preset: str) -> list[str]:
+    """The teacher's accuracy and size next to the students', and MODUL's split against the truth per label set
+    (precision / recall of each group, mean over seeds)."""
+    data = ("8x8 digits, RHO1 of the training labels noisy, RHO2 of those with a Fashion-MNIST image (resized to "
+            "8x8) instead of a digit, the rest another digit's label; teacher small_cnn x2 wide trained on the clean "
+            "digits (configs/modul/digits-teacher.yaml)" if preset == "digits-openset" else
+            "a stratified 5,000-image CIFAR-10 subset, RHO1 of the labels noisy, RHO2 of those with a Tiny ImageNet "
+            "image (resized to 32x32; the 24 classes that overlap CIFAR-10's excluded) instead, the rest another "
+            "class's label; weak augmentation; teacher small_cnn x2 wide trained on 10,000 clean CIFAR-10 images "
+            "(configs/modul/cifar10-teacher-cpu.yaml)")
+    lines = [f"MODUL's Table I protocol at CPU scale (configs/{PRESET_CONFIGS[preset]}.yaml): {data}; student "
+             "small_cnn; SGD lr 0.1, /10 at 40% and 80% of the run, batch 64, wd 1e-4 (MODUL Sec. V-B). CE trains "
+             "the student on the noisy labels without a teacher.", ""]
+    for label_set, by_method in results["runs"].items():
+        for method, runs in by_method.items():
+            teacher = [r.get("test_teacher_last") for r in runs if r.get("test_teacher_last") is not None]
+            if teacher and not any("teacher: " in line for line in lines):
+                lines.append(f"- teacher: test accuracy {mean_std(teacher)}, {runs[0]['teacher_parameters']:,} "
+                             f"parameters; student {runs[0]['student_parameters']:,} parameters "
+                             f"({runs[0]['student_parameters'] / runs[0]['teacher_parameters']:.2f} of the teacher)")
+            splits = [r["split"] for r in runs if r.get("split")]
+            if splits and "precision" in splits[0]["clean"]:
+                cells = ", ".join(
+                    f"{g} {statistics.mean(x[g]['samples'] for x in splits):.0f} samples (precision "
+                    f"{mean_std([x[g]['precision'] for x in splits])}, recall {mean_std([x[g]['recall'] for x in splits])})"
+                    for g in ("clean", "closed", "open"))
+                lines.append(f"- {label_set}, {method} split: {cells}")
+    return lines
 
 
 def _evaluated(results: dict, args) -> str:
@@ -250,6 +365,8 @@ def _labels(results: dict) -> list[str]:
 
 #: cifar10-noisy's default label sets: NRD Table 2's columns that bracket its claims (40% and 80% symmetric noise)
 NOISY_LABEL_SETS = ["sym-all:0.4", "sym-all:0.8"]
+#: digits-openset's default label sets: MODUL Table I's middle setting and its hardest (rho1 = rho2 = 0.75)
+OPENSET_LABEL_SETS = ["openset:0.5:0.5", "openset:0.75:0.75"]
 
 
 def preset_label_sets(args) -> list[str]:
@@ -259,6 +376,8 @@ def preset_label_sets(args) -> list[str]:
         return ["sym:0.4"]
     if args.label_sets:
         return args.label_sets
+    if args.preset in OOD_POOLS:
+        return OPENSET_LABEL_SETS
     return NOISY_LABEL_SETS if args.preset == "cifar10-noisy" else args.default_label_sets
 
 
@@ -269,7 +388,8 @@ def add_preset_arguments(parser: argparse.ArgumentParser, seeds: list[int], labe
     parser.add_argument("--seeds", type=int, nargs="+", default=seeds)
     parser.add_argument("--label-sets", nargs="+", default=None,
                         help=f"cifar10n: CIFAR-10N label sets (default {' '.join(label_sets)}); cifar10-noisy: "
-                             f"noise specs (default {' '.join(NOISY_LABEL_SETS)})")
+                             f"noise specs (default {' '.join(NOISY_LABEL_SETS)}); digits-openset: universal-noise "
+                             f"specs (default {' '.join(OPENSET_LABEL_SETS)})")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--train-subset", type=int, default=None,
                         help="CIFAR presets: training images (0: all; default: cifar10n and cifar10-sym40 10,000, "
@@ -280,6 +400,12 @@ def add_preset_arguments(parser: argparse.ArgumentParser, seeds: list[int], labe
                         help="any run-config override, as noisykd train --set (e.g. data.val_fraction=0, amp=bf16)")
     parser.add_argument("--cifar-root", default="/tmp/c10")
     parser.add_argument("--cifar-n", default="../shared/data/cifar-n/CIFAR-10_human.pt")
+    parser.add_argument("--ood", default=None,
+                        help="universal-noise presets: the open-set images' source (digits-openset: the Fashion-MNIST "
+                             "folder, default ../shared/data/fashion-mnist; cifar10-openset: the Tiny ImageNet tarball, "
+                             "default ../shared/data/tinyimagenet/tinyimagenet-val-test-jpeg.tar.gz)")
+    parser.add_argument("--teacher", default=None,
+                        help="distillation presets: the teacher run (default: trained from the preset's teacher config)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--eval-every", type=int, default=None,
                         help="evaluate every this many epochs (default: the preset config's; cifar10n: 1)")

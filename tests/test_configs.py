@@ -22,6 +22,8 @@ def test_every_shipped_config_validates_and_sources_every_value(name, monkeypatc
     monkeypatch.setenv("NOISYKD_CIFAR10", "/data/cifar10")
     monkeypatch.setenv("NOISYKD_CIFAR_N", "/data/cifar-n")
     monkeypatch.setenv("NOISYKD_CIFAR100", "/data/cifar100")
+    monkeypatch.setenv("NOISYKD_TINYIMAGENET", "/data/tinyimagenet.tar.gz")
+    monkeypatch.setenv("NOISYKD_FASHION_MNIST", "/data/fashion-mnist")
     cfg = load_config(name)  # validates everything, method_args and the model's options included
     assert "${" not in cfg.data.spec and "${" not in (cfg.data.labels or "")
     lines = find_config(name).read_text().splitlines()

@@ -44,6 +44,40 @@ def plot_score_histogram(scores: np.ndarray, path: Path, *, is_noisy: np.ndarray
     plt.close(fig)
 
 
+def plot_universal_split(scores: np.ndarray, split: dict, path: Path, *, true_type: np.ndarray | None = None,
+                         thresholds: tuple[float, float] = (0.3, 0.9), title: str = "", bins: int = 50) -> None:
+    """MODUL's split: a histogram of the normalised teacher scores in [0, 1] (stacked by true type, clean /
+    closed-set / open-set, when known), the fitted mixture's density per group of components (``split``: the
+    summary of ``noisykd.detect.universal.UniversalSplit``) scaled to the histogram, and the two thresholds."""
+    plt = _pyplot()
+    scores = np.asarray(scores, dtype=float)
+    edges = np.linspace(0, 1, bins + 1)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    names, colours = ("clean", "closed-set noisy", "open-set noisy"), ("tab:green", "tab:red", "tab:purple")
+    if true_type is not None:
+        ax.hist([scores[true_type == t] for t in range(3)], bins=edges, stacked=True, color=colours, alpha=0.55,
+                label=[f"true {n}" for n in names])
+    else:
+        ax.hist(scores, bins=edges, color="tab:blue", alpha=0.6, label="all samples")
+    grid = np.linspace(0, 1, 400)
+    means, variances = np.asarray(split["means"]), np.asarray(split["variances"])
+    weights, groups = np.asarray(split["weights"]), np.asarray(split["component_group"])
+    density = weights[:, None] * np.exp(-(grid[None] - means[:, None]) ** 2 / (2 * variances[:, None])) \
+        / np.sqrt(2 * np.pi * variances[:, None])
+    scale = len(scores) * (edges[1] - edges[0])  # density -> expected samples per bin
+    for g, (name, colour) in enumerate(zip(names, colours)):
+        if (groups == g).any():
+            ax.plot(grid, scale * density[groups == g].sum(0), color=colour, linewidth=2,
+                    label=f"GMM: {name} components ({int((groups == g).sum())})")
+    for value, style in zip(thresholds, ("--", ":")):
+        ax.axvline(value, color="black", linestyle=style, linewidth=1, label=f"threshold {value:g}")
+    ax.set_xlabel("teacher SL loss of the given label, min-max normalised"), ax.set_ylabel("samples")
+    ax.legend(fontsize=7), ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _evaluated(epochs: list, values: list) -> tuple[list, list]:
     """The (epoch, value) pairs whose value exists: with ``eval_every`` > 1 most epochs have no test accuracy,
     and NaN gaps would leave nothing but isolated points to draw."""

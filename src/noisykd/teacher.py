@@ -25,18 +25,21 @@ from .config import from_dict
 from .data import Normalization
 from .engine.checkpoint import BEST, LAST, load_checkpoint
 from .errors import CheckpointError, ConfigError
-from .models import create_model
+from .models import ClassifierNet, create_model
 from .models.registry import count_parameters
 
 
-class RenormalizedTeacher(nn.Module):
-    """``module`` behind an affine per-channel map from the student's normalisation to the teacher's:
-    x_teacher = (x_student * std_s + mean_s - mean_t) / std_t (identity when both are the same). Forwards
-    ``forward(x)`` -> logits (B, C) and ``forward_with_features(x)`` -> (logits, features (B, D))."""
+class RenormalizedTeacher(ClassifierNet):
+    """``module`` (a ClassifierNet) behind an affine per-channel map from the student's normalisation to the
+    teacher's: x_teacher = (x_student * std_s + mean_s - mean_t) / std_t (identity when both are the same).
+    A ClassifierNet itself: ``forward(x)`` -> logits (B, C), ``forward(x, with_features=True)`` -> (logits,
+    penultimate features (B, feature_dim)), so a method calls it through its network handle like any other."""
 
-    def __init__(self, module: nn.Module, student: Normalization, teacher: Normalization):
+    def __init__(self, module: ClassifierNet, student: Normalization, teacher: Normalization):
         super().__init__()
         self.module = module
+        self.feature_dim = module.feature_dim
+        self.num_classes = module.num_classes
         def column(values) -> torch.Tensor:
             return torch.tensor(values, dtype=torch.float32).view(1, -1, 1, 1)
         self.register_buffer("scale", column(student.std) / column(teacher.std), persistent=False)
@@ -47,11 +50,11 @@ class RenormalizedTeacher(nn.Module):
     def _inputs(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.identity else x * self.scale.to(x.dtype) + self.shift.to(x.dtype)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.module(self._inputs(x))
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module.features(self._inputs(x))
 
-    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.module.forward_with_features(self._inputs(x))
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        return self.module.classify(features)
 
 
 @dataclass(frozen=True)

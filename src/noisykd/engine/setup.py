@@ -137,7 +137,9 @@ def load_ood_pool(cfg: DataConfig) -> OODPool:
             if not 0 <= cid < pool.num_classes:
                 raise ConfigError(f"data.ood_exclude: class id {cid} is outside the pool's 0..{pool.num_classes - 1}")
         else:
-            matches = [k for k, name in enumerate(pool.classes) if name.lower() == str(item).strip().lower()]
+            ids = pool.meta.get("wnids") or ()  # Tiny ImageNet: its WordNet ids name classes too
+            matches = [k for k, name in enumerate(pool.classes) if name.lower() == str(item).strip().lower()] or \
+                [k for k, wnid in enumerate(ids) if wnid == str(item).strip()]
             if not matches:
                 shown = ", ".join(pool.classes[:8]) + (", ..." if pool.num_classes > 8 else "")
                 raise ConfigError(f"data.ood_exclude: the pool {cfg.ood!r} has no class named {item!r} "

@@ -10,7 +10,7 @@ from .base import Method, MethodContext
 
 
 def _import_builtin_methods() -> None:
-    from . import bkd, cmd, loss_baselines, nrd, selfkd, vkd  # noqa: F401  (importing registers them)
+    from . import bkd, cmd, dfnd, loss_baselines, modul, nrd, selfkd, vkd  # noqa: F401  (importing registers them)
 
 
 #: Method classes by name; a method's options are the fields of its typed ``Args``.
