@@ -191,6 +191,20 @@ def test_modul_run_splits_refines_and_reports(tmp_path):
         assert math.isfinite(row[f"train_{name}"])
     assert row["train_loss_rotation"] > 0 and 0 < row["train_labelled_share"] < 1
     assert 0 <= row["train_refined_label"] <= 1 and "test_acc_teacher" in row
+    # noisykd detect on the run: both kinds of suspect ranked, each with its group; clean samples not flagged
+    from typer.testing import CliRunner
+
+    from noisykd.cli import app
+
+    result = CliRunner().invoke(app, ["detect", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    lines = (out / "label_issues-modul.csv").read_text().splitlines()
+    assert lines[0].startswith("# detector modul: 20-component GMM on the teacher's normalised SL loss")
+    ranked = [line.split(",") for line in lines[2:]]
+    groups = {(r[8], r[9]) for r in ranked}
+    assert groups == {("0", "0"), ("1", "1"), ("2", "1")}
+    scores = [float(r[7]) for r in ranked]
+    assert scores == sorted(scores, reverse=True) and len(ranked) == len(rows)
 
 
 def test_modul_prototypes_once_are_kept_and_the_ablation_drops_terms(tmp_path):
