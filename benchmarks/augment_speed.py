@@ -1,7 +1,7 @@
 """Throughput of the batched policies vs per-image PIL / numpy loops (what DataLoader workers do).
 
 Usage: python benchmarks/augment_speed.py [--batch 512] [--repeats 30] [--threads 2] [--device cpu|cuda]
-                                          [--out benchmarks/results/augment-speed-cpu]
+                                          [--per-op] [--out benchmarks/results/augment-speed-cpu]
 
 Prints images/s (median over repeats) for each variant and the speed-up of each batched policy over its
 per-image loop: ``weak`` against a PIL and a numpy crop + flip loop; the NRD student view
@@ -9,7 +9,8 @@ per-image loop: ``weak`` against a PIL and a numpy crop + flip loop; the NRD stu
 flip, normalise and cutout per image; the NRD teacher view ``augmix(severity=3, width=3)`` against AugMix's
 ``aug()`` (google-research/augmix) written out with PIL, then crop, flip and normalise per image. The loops run
 single-threaded in this process, like one DataLoader worker; multiply their rate by the number of workers for
-a whole host. Timings on a shared machine are noisy: read the medians, and the load averages recorded before
+a whole host. ``--per-op`` adds the cost of each AugMix op alone, applied to every image of the batch (ours, per
+image of the batch) against the same op on one PIL image at a time. Timings on a shared machine are noisy: read the medians, and the load averages recorded before
 and after the run (with --out: OUT.json and OUT.md, with the command, machine and torch version).
 """
 
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
-from noisykd.augment import (AUGMIX_OPS, CIFAR10_MEAN, CIFAR10_STD, RANDAUGMENT_OPS, AugmentPipeline,
+from noisykd.augment import (AUGMIX_OPS, CIFAR10_MEAN, CIFAR10_STD, RANDAUGMENT_OPS, AugmentPipeline, _augmix_op,
                              randaugment_magnitudes)
 
 MEAN = np.array(CIFAR10_MEAN, dtype=np.float32)
@@ -168,6 +169,26 @@ def pil_augmix_loop(images: np.ndarray, rng: np.random.Generator, severity: floa
     return out
 
 
+def augmix_op_costs(images: np.ndarray, batch: torch.Tensor, repeats: int, rng: np.random.Generator,
+                    sync=lambda: None, severity: float = 3) -> dict[str, tuple[float, float]]:
+    """{op: (our microseconds per image, PIL's)}: each AugMix op alone on every image of the batch (levels ~
+    U(0.1, severity), random signs, as AugMix draws them) against the same op on one PIL image at a time."""
+    b = len(images)
+    x = batch.permute(0, 3, 1, 2).contiguous()  # uint8 B x C x H x W, as the policies hold it
+    levels = torch.from_numpy(rng.uniform(0.1, severity, b)).to(x.device)
+    negative = torch.from_numpy(rng.random(b) > 0.5).to(x.device)
+    everyone = torch.arange(b, device=x.device)
+    pil_images = [Image.fromarray(img) for img in images]
+    costs = {}
+    for name in AUGMIX_OPS:
+        op = _augmix_op(name, levels, negative)
+        ours = median_seconds(lambda: op(x, everyone), repeats, sync) / b
+        pil = median_seconds(lambda: [_pil_augmix_op(im, name, severity, rng) for im in pil_images],
+                             max(3, repeats // 5)) / b
+        costs[name] = (1e6 * ours, 1e6 * pil)
+    return costs
+
+
 def median_seconds(fn, repeats: int, sync=lambda: None) -> float:
     for _ in range(3):  # warm-up: allocator, caches, kernels
         fn()
@@ -187,6 +208,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--per-op", action="store_true", help="also time each AugMix op alone, ours vs PIL")
     parser.add_argument("--out", default=None, help="write OUT.json and OUT.md (command, machine, load, rates)")
     args = parser.parse_args()
     load_before = os.getloadavg()
@@ -230,12 +252,19 @@ def main() -> None:
     width = max(map(len, rates))
     lines = [f"{label:<{width}}  {rate:>12,.0f} img/s  ({1e6 / rate:7.2f} us/img)" for label, rate in rates.items()]
     lines += [f"speed-up of {what}: {ratio:.1f}x" for what, ratio in speedups.items()]
+    op_costs = augmix_op_costs(images, batch, args.repeats, rng, sync) if args.per_op else {}
+    if op_costs:
+        lines += ["", f"AugMix ops alone, microseconds per image (ours: the whole batch at once, {args.threads} thr; "
+                      "PIL: one image at a time, 1 thread):"]
+        lines += [f"  {name:<12} ours {ours:8.1f}   PIL {pil:8.1f}   ratio PIL/ours {pil / ours:5.2f}"
+                  for name, (ours, pil) in op_costs.items()]
     print("\n".join(lines))
     if args.out:
-        write_results(Path(args.out), args, rates, speedups, lines, load_before, os.getloadavg())
+        write_results(Path(args.out), args, rates, speedups, lines, load_before, os.getloadavg(), op_costs)
 
 
-def write_results(out: Path, args, rates: dict, speedups: dict, lines: list[str], load_before, load_after) -> None:
+def write_results(out: Path, args, rates: dict, speedups: dict, lines: list[str], load_before, load_after,
+                  op_costs: dict | None = None) -> None:
     """OUT.json (every rate and ratio, with the command, machine and load) and OUT.md (the same as text)."""
     from speed import cpu_model  # benchmarks/speed.py: the CPU's model name
 
@@ -246,7 +275,9 @@ def write_results(out: Path, args, rates: dict, speedups: dict, lines: list[str]
               "load_average_before": [round(x, 2) for x in load_before],
               "load_average_after": [round(x, 2) for x in load_after]}
     out.parent.mkdir(parents=True, exist_ok=True)
-    Path(f"{out}.json").write_text(json.dumps({**header, "img_per_s": rates, "speedup": speedups}, indent=1))
+    per_op = {name: {"ours_us_per_image": a, "pil_us_per_image": b} for name, (a, b) in (op_costs or {}).items()}
+    Path(f"{out}.json").write_text(json.dumps({**header, "img_per_s": rates, "speedup": speedups,
+                                               **({"augmix_op_us_per_image": per_op} if per_op else {})}, indent=1))
     Path(f"{out}.md").write_text("\n".join([
         "# Augmentation speed: batched policies vs per-image loops", "",
         f"Command: `{header['command']}`", "",

@@ -8,7 +8,8 @@
 #   bash benchmarks/gpu_check.sh --smoke [--out DIR]   # anywhere (CI): fake data, CPU, the plumbing only
 #
 # The data folder is git-ignored (.data/): cifar10/ (build_cifar10.py, its JPEG tarball, headers and labels,
-# about 20 MB) and cifar-n/CIFAR-10_human.pt; the device tool carries it (`carry: [".data"]`).
+# about 20 MB), cifar-n/CIFAR-10_human.pt and tinyimagenet/ (the tarball, 29 MB, for modul_gpu.sh): 51 MB, which
+# the device tool carries (`carry: [".data"]`, 64 MiB at most).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
@@ -16,9 +17,10 @@ export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 if [[ "${1:-}" == "--fill" ]]; then
   dest="${2:?usage: gpu_check.sh --fill DEST}"
   shared="${SHARED_DATA:-../shared/data}"
-  mkdir -p "$dest/cifar10" "$dest/cifar-n"
+  mkdir -p "$dest/cifar10" "$dest/cifar-n" "$dest/tinyimagenet"
   cp "$shared"/cifar10/{build_cifar10.py,batch-headers.tar,cifar10-jpeg.tar.gz,labels.npz} "$dest/cifar10/"
   cp "$shared"/cifar-n/CIFAR-10_human.pt "$dest/cifar-n/"
+  cp "$shared"/tinyimagenet/tinyimagenet-val-test-jpeg.tar.gz "$dest/tinyimagenet/"  # MODUL's open-set pool
   du -sh "$dest"
   exit 0
 fi

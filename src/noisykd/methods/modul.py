@@ -277,9 +277,9 @@ class MODUL(Method):
         detection = Detection(
             clean_score=np.where(trained, 1.0 - columns["sl_loss_normalized"], np.nan),
             flagged=trained & (group != CLEAN), detector="modul",
-            rule=f"{self.args.components}-component GMM on the teacher's normalised SL loss; flagged: components "
-                 f"with mean > {self.args.tau_min} (closed-set noisy: >= {self.args.tau_max}, group 1; open-set "
-                 "noisy: in between, group 2)")
+            rule=f"{self.args.components}-component GMM on the teacher's normalised SL loss; flagged: the samples "
+                 f"most probably from components with mean >= {self.args.tau_max} (closed-set noisy, group 1) or "
+                 f"between {self.args.tau_min} and {self.args.tau_max} (open-set noisy, group 2)")
         target = store["modul_target"].cpu().numpy()
         suggested = np.where(target >= 0, target, columns["teacher_label"])
         return SampleOutputs(detection=detection, suggested_label=suggested, group=group, columns=columns)
