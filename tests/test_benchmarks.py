@@ -214,3 +214,25 @@ def test_preset_label_sets_and_panel_seeds():
     assert panels["ce"]["seed"] == 1 and panels["nrd"]["seed"] == 1  # seed 1: the one both recorded
     results["runs"]["sym-all:0.4"]["nrd"][1].pop("calibration")
     assert bkd_vs_ce._panel_runs(results) == {"sym-all:0.4": {"ce": results["runs"]["sym-all:0.4"]["ce"][0]}}
+
+
+FASHION = ROOT.parent / "shared" / "data" / "fashion-mnist"
+
+
+@pytest.mark.skipif(not FASHION.is_dir(), reason=f"Fashion-MNIST not found at {FASHION}")
+def test_digits_openset_preset_trains_its_teacher_and_reports_the_split(tmp_path):
+    """MODUL's CPU proxy: the teacher config trained once, given to the distillation methods only; the Markdown
+    has the teacher's accuracy and size and MODUL's split against the truth."""
+    out = tmp_path / "modul"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bkd_vs_ce.py"), "--preset", "digits-openset",
+                           "--label-sets", "openset:0.5:0.5", "--ood", str(FASHION), "--epochs", "1", "--seeds", "0",
+                           "--methods", "ce", "modul", "--out", str(out)], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stderr.count("training the teacher (modul/digits-teacher)") == 1
+    results = json.loads(out.with_suffix(".json").read_text())
+    ce, modul = results["runs"]["openset:0.5:0.5"]["ce"][0], results["runs"]["openset:0.5:0.5"]["modul"][0]
+    assert "test_teacher_last" not in ce and modul["test_teacher_last"] > 0.9  # 60 epochs on the clean digits
+    assert modul["teacher_parameters"] > 3 * modul["student_parameters"]  # twice as wide: ~4x the parameters
+    assert sum(g["samples"] for g in modul["split"].values()) == 1257 and 0.4 < ce["noise_rate"] < 0.6
+    text = out.with_suffix(".md").read_text()
+    assert "- teacher: test accuracy" in text and "openset:0.5:0.5, modul split: clean" in text
