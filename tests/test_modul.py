@@ -267,3 +267,12 @@ def test_dfnd_run_keeps_the_half_the_teacher_is_surest_of(tmp_path):
     assert 0 < s["noise_adaptation_diagonal_mean"] < 1 and s["keep_ratio"] == 0.5
     row = result.history[-1]
     assert 0.3 < row["train_kept_share"] < 0.7 and 0 <= row["train_pseudo_label_agrees_with_given"] <= 1
+
+
+def test_modul_distils_across_architectures_through_the_adapter(tmp_path):
+    """A small_cnn teacher (128 features) into an MLP student (256): the adapter maps the widths; the run trains."""
+    trainer = modul_run(tmp_path, "optim.epochs=1", "model.name=mlp")
+    heads = trainer.method.heads.module
+    assert isinstance(heads.adapter, torch.nn.Linear)
+    assert (heads.adapter.in_features, heads.adapter.out_features) == (256, 128)
+    assert math.isfinite(trainer.result.history[-1]["train_loss_kd"])
