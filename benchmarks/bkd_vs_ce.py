@@ -119,7 +119,7 @@ def distils(method: str) -> bool:
 def preset_teacher(args, out_dir: Path) -> Path:
     """The teacher run of a distillation preset: ``--teacher`` when given, else trained once from the preset's
     teacher config (configs/modul/digits-teacher.yaml) into ``out_dir/teacher`` and reused."""
-    if getattr(args, "teacher", None):
+    if args.teacher:
         return Path(args.teacher)
     if args.preset not in TEACHER_CONFIGS:
         raise SystemExit(f"error: preset {args.preset} has no teacher config; give --teacher RUN")
@@ -131,7 +131,7 @@ def preset_teacher(args, out_dir: Path) -> Path:
         updates = {"device": args.device, "out_dir": str(folder)}
         if args.preset.startswith("cifar10"):
             updates["data"] = {"spec": f"cifar10:{args.cifar_root}"}
-        if any(item.partition("=")[0].strip() == "threads" for item in getattr(args, "set", None) or []):
+        if any(item.partition("=")[0].strip() == "threads" for item in args.set or []):
             updates["threads"] = _threads(args)  # the only override the teacher takes from the students'
         Trainer(load_config(TEACHER_CONFIGS[args.preset], updates=updates), progress=False).run()
     return folder
@@ -335,10 +335,12 @@ def distillation_lines(results: dict, preset: str) -> list[str]:
     lines = [f"MODUL's Table I protocol at CPU scale (configs/{PRESET_CONFIGS[preset]}.yaml): {data}; student "
              "small_cnn; SGD lr 0.1, /10 at 40% and 80% of the run, batch 64, wd 1e-4 (MODUL Sec. V-B). CE trains "
              "the student on the noisy labels without a teacher.", ""]
+    teacher_reported = False
     for label_set, by_method in results["runs"].items():
         for method, runs in by_method.items():
             teacher = [r.get("test_teacher_last") for r in runs if r.get("test_teacher_last") is not None]
-            if teacher and not any("teacher: " in line for line in lines):
+            if teacher and not teacher_reported:
+                teacher_reported = True
                 lines.append(f"- teacher: test accuracy {mean_std(teacher)}, {runs[0]['teacher_parameters']:,} "
                              f"parameters; student {runs[0]['student_parameters']:,} parameters "
                              f"({runs[0]['student_parameters'] / runs[0]['teacher_parameters']:.2f} of the teacher)")

@@ -72,6 +72,21 @@ def _check_gmm_options(seed, max_iter, tol, reg_covar) -> None:
             raise ConfigError(f"{name} must be a positive number, got {value!r}")
 
 
+def fit_gmm_1d(values: np.ndarray, components: int, seed: int, max_iter: int, tol: float, reg_covar: float):
+    """A fitted ``sklearn.mixture.GaussianMixture`` of ``components`` on values (N, 1), with the options as given
+    (checked by the caller) and sklearn's ConvergenceWarning silenced: the short EM runs here (DivideMix's and
+    MODUL's max_iter 10) often stop unconverged on purpose; ``converged_`` records it."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.mixture import GaussianMixture
+
+    gmm = GaussianMixture(n_components=int(components), max_iter=int(max_iter), tol=float(tol),
+                          reg_covar=float(reg_covar), random_state=int(seed))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gmm.fit(values)
+    return gmm
+
+
 def fit_loss_gmm(losses, seed: int = 0, max_iter: int = 10, tol: float = 1e-2, reg_covar: float = 5e-4) -> LossGMM:
     """Fit DivideMix's two-component GMM to per-sample losses.
 
@@ -88,20 +103,13 @@ def fit_loss_gmm(losses, seed: int = 0, max_iter: int = 10, tol: float = 1e-2, r
     -------
     LossGMM (see its docstring); ``clean_probability`` is float64 N in [0, 1].
     """
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.mixture import GaussianMixture
-
     _check_gmm_options(seed, max_iter, tol, reg_covar)
     loss = _as_float_1d(losses, "losses", min_len=2)
     lo, hi = float(loss.min()), float(loss.max())
     if hi - lo <= 0:
         raise DataError(f"all {len(loss)} losses equal {lo:.6g}: a two-component mixture cannot separate them")
     norm = ((loss - lo) / (hi - lo)).reshape(-1, 1)
-    gmm = GaussianMixture(n_components=2, max_iter=int(max_iter), tol=float(tol), reg_covar=float(reg_covar),
-                          random_state=int(seed))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        gmm.fit(norm)
+    gmm = fit_gmm_1d(norm, 2, seed, max_iter, tol, reg_covar)
     means = gmm.means_.reshape(-1).astype(np.float64)
     clean = int(np.argmin(means))
     prob = gmm.predict_proba(norm)[:, clean].astype(np.float64)

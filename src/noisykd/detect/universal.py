@@ -17,13 +17,13 @@ Decisions the paper leaves open (methods.md: "make sure no group is empty"):
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import ConfigError, DataError
 from ._checks import _as_float_1d
+from .mixture import _check_gmm_options, fit_gmm_1d
 
 CLEAN, CLOSED, OPEN = 0, 1, 2
 #: Group names by group id, as they appear in reports and ``samples.csv``'s ``group`` column.
@@ -94,14 +94,12 @@ def split_universal_noise(scores, components: int = 20, tau_min: float = 0.3, ta
     """Split samples by their teacher scores (higher = less likely the given label is right) into clean,
     closed-set noisy and open-set noisy, as the module docstring says. scores: float (N,), N >= components;
     0 <= tau_min < tau_max <= 1. Deterministic for a seed."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.mixture import GaussianMixture
-
     if isinstance(components, bool) or not isinstance(components, (int, np.integer)) or components < 3:
         raise ConfigError(f"components must be an integer >= 3 (one per group at least), got {components!r}")
     if not 0 <= tau_min < tau_max <= 1:
         raise ConfigError(f"need 0 <= tau_min < tau_max <= 1 (thresholds on the normalised loss), got "
                           f"tau_min={tau_min}, tau_max={tau_max}")
+    _check_gmm_options(seed, max_iter, tol, reg_covar)
     loss = _as_float_1d(scores, "scores", min_len=1)
     if len(loss) < components:
         raise DataError(f"the universal-noise split fits {components} components and needs at least as many "
@@ -110,12 +108,8 @@ def split_universal_noise(scores, components: int = 20, tau_min: float = 0.3, ta
     if hi - lo <= 0:
         raise DataError(f"all {len(loss)} teacher scores equal {lo:.6g}: nothing to split")
     norm = (loss - lo) / (hi - lo)
-    gmm = GaussianMixture(n_components=int(components), max_iter=int(max_iter), tol=float(tol),
-                          reg_covar=float(reg_covar), random_state=int(seed))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        gmm.fit(norm.reshape(-1, 1))
-        responsibilities = gmm.predict_proba(norm.reshape(-1, 1))
+    gmm = fit_gmm_1d(norm.reshape(-1, 1), components, seed, max_iter, tol, reg_covar)
+    responsibilities = gmm.predict_proba(norm.reshape(-1, 1))
     order = np.argsort(gmm.means_.reshape(-1), kind="stable")
     means = gmm.means_.reshape(-1)[order].astype(np.float64)
     responsibilities = responsibilities[:, order]

@@ -14,8 +14,8 @@ unsure) is not trained on. Then per batch, over its kept samples (methods.md, se
 
 Whose loss selects is not stated (methods.md: "keep the 50% lowest-loss samples"); the teacher's is the reading
 taken here. The student's own loss per batch was tried first and fails: samples of classes the student has not
-learned yet are never kept, so it never learns them (digits, open-set 0.5/0.5: 55% test accuracy against 94% with
-every sample kept). The student alone predicts (Q models the pseudo-labels' noise, not the task). Q starts near
+learned yet are never kept, so it never learns them (digits, open-set 0.5/0.5, small_cnn x0.5 student: 55% test
+accuracy after 60 epochs, 46% after 30 without the KD term, against 94% after 30 with every sample kept). The student alone predicts (Q models the pseudo-labels' noise, not the task). Q starts near
 the identity (``transition_init`` on the diagonal, the rest spread evenly) and has no weight decay.
 """
 

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..augment import sample_beta
-from ..detect.universal import CLEAN, GROUP_NAMES, OPEN, UniversalSplit, split_confusion, split_universal_noise
+from ..detect.universal import CLEAN, GROUP_NAMES, OPEN, split_confusion, split_universal_noise
 from ..errors import ConfigError
 from ..losses.contrastive import (class_prototypes, instance_contrastive_loss, prototypical_contrastive_loss,
                                   rotated_copies, rotation_loss, sl_loss)
@@ -332,4 +332,4 @@ class MODUL(Method):
             self.prototypes = self.prototypes.to(self.ctx.device)
 
 
-__all__ = ["MODUL", "MODULArgs", "MODULHeads", "UniversalSplit"]
+__all__ = ["MODUL", "MODULArgs", "MODULHeads"]

@@ -15,6 +15,7 @@ S x S (bilinear, antialiased); without it all images must share one size.
 from __future__ import annotations
 
 import csv
+import io
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -145,12 +146,13 @@ def _manifest_classes(csv_path: Path, labels: list[str]) -> tuple[tuple[str, ...
     return tuple(str(i) for i in range(int(ids.max()) + 1)), ids
 
 
-def decode_image(path: Path, resize: int | None) -> np.ndarray:
-    """Decode one image -> uint8 H x W (grey source) or H x W x 3 (anything else), resized when asked."""
+def decode_image(path: Path | str, resize: int | None, data: bytes | None = None) -> np.ndarray:
+    """Decode one image -> uint8 H x W (grey source) or H x W x 3 (anything else), resized when asked. With
+    ``data`` the image is those bytes (a member of an archive) and ``path`` only names it in errors."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
+        with Image.open(path if data is None else io.BytesIO(data)) as img:
             img = img.convert("L") if img.mode in GREY_MODES else img.convert("RGB")
             if resize is not None and img.size != (resize, resize):
                 img = img.resize((resize, resize), Image.Resampling.BILINEAR)
@@ -159,13 +161,15 @@ def decode_image(path: Path, resize: int | None) -> np.ndarray:
         raise DataError(f"{path}: cannot read the image: {e}") from None
 
 
-def decode_all(paths: list[Path], resize: int | None) -> list[np.ndarray]:
-    """Decode ``paths`` in order, in a thread pool when there are many."""
+def decode_all(paths: list[Path] | list[str], resize: int | None,
+               data: list[bytes] | None = None) -> list[np.ndarray]:
+    """Decode ``paths`` (or the ``data`` they name) in order, in a thread pool when there are many."""
+    blobs = data if data is not None else [None] * len(paths)
     if len(paths) < THREADS_FROM:
-        return [decode_image(p, resize) for p in paths]
+        return [decode_image(p, resize, b) for p, b in zip(paths, blobs)]
     workers = min(MAX_THREADS, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda p: decode_image(p, resize), paths))
+        return list(pool.map(lambda pb: decode_image(pb[0], resize, pb[1]), zip(paths, blobs)))
 
 
 def stack_images(splits: list[tuple[list[Path], list[np.ndarray]]]) -> list[np.ndarray]:

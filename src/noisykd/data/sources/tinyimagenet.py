@@ -7,14 +7,13 @@ in place: members are decoded from the archive, nothing is extracted). Read: ``w
 validation image (50 per class in the standard 200 classes); the unlabelled test images are not read. Classes are
 the annotated wnids, sorted; a class's name is the first of its ``words.txt`` names (the wnid added when two
 classes share it); ``meta["wnids"]`` keeps the wnids, which ``data.ood_exclude`` accepts as well as names. Images
-are 64 x 64 RGB (grey ones converted); universal noise resizes them to the in-distribution size.
+are 64 x 64 RGB (grey ones replicated into R, G and B; all-grey data stays one channel); universal noise resizes
+them to the in-distribution size. ``resize=S`` (Python API) resizes them at decoding.
 """
 
 from __future__ import annotations
 
-import io
 import tarfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -23,6 +22,7 @@ import numpy as np
 from ...errors import DataError
 from ..base import ImageDataset, make_split
 from ..registry import register_dataset
+from .folder import _check_resize, decode_all, stack_images
 
 ROOT = "tiny-imagenet-200"
 TINYIMAGENET_USAGE = "tinyimagenet:PATH (the tiny-imagenet-200 folder, a folder holding it, or its .tar.gz)"
@@ -58,16 +58,6 @@ def _reader(path: Path) -> tuple[Callable[[str], bytes], str, Callable[[], None]
     raise DataError(f"{path}: no such folder or archive ({TINYIMAGENET_USAGE})")
 
 
-def _decode(data: bytes, name: str) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            return np.asarray(img.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise DataError(f"{name}: cannot read the image: {e}") from None
-
-
 def parse_annotations(text: str, source: str) -> list[tuple[str, str]]:
     """``val_annotations.txt`` -> [(file name, wnid)] in file order; a malformed line is a DataError naming it."""
     rows = []
@@ -95,10 +85,12 @@ def class_names(wnids: list[str], words: str) -> tuple[str, ...]:
 
 
 @register_dataset("tinyimagenet", TINYIMAGENET_USAGE)
-def load_tinyimagenet(path: str = "") -> ImageDataset:
-    """The labelled Tiny ImageNet validation images as a training split (see the module docstring)."""
+def load_tinyimagenet(path: str = "", *, resize: int | None = None) -> ImageDataset:
+    """The labelled Tiny ImageNet validation images as a training split (see the module docstring); ``resize=S``
+    resizes them to S x S (Python API: ``load_dataset(spec, resize=32)``)."""
     if not path:
         raise DataError(f"tinyimagenet needs a path: {TINYIMAGENET_USAGE}")
+    resize = _check_resize(resize)
     source = Path(path).expanduser()
     read, where, close = _reader(source)
     try:
@@ -108,16 +100,11 @@ def load_tinyimagenet(path: str = "") -> ImageDataset:
         blobs = [read(f"val/images/{name}") for name, _ in annotations]
     finally:
         close()
-    with ThreadPoolExecutor(max_workers=4) as pool:  # JPEG decoding releases the GIL
-        images = list(pool.map(_decode, blobs, [f"{where}: val/images/{n}" for n, _ in annotations]))
-    first = images[0].shape
-    for (name, _), image in zip(annotations, images):
-        if image.shape != first:
-            raise DataError(f"{where}: val/images/{name} is {image.shape[1]}x{image.shape[0]}, the others "
-                            f"{first[1]}x{first[0]}")
+    names = [f"{where}: val/images/{name}" for name, _ in annotations]
+    (images,) = stack_images([(names, decode_all(names, resize, blobs))])  # grey ones replicated into RGB
     wnids = sorted({w for _, w in annotations})
     index = {w: k for k, w in enumerate(wnids)}
     labels = np.array([index[w] for _, w in annotations], dtype=np.int64)
     classes = class_names(wnids, words)
-    train = make_split(np.stack(images), labels, len(classes), source=f"{where} (val)")
+    train = make_split(images, labels, len(classes), source=f"{where} (val)")
     return ImageDataset("tinyimagenet", classes, train, None, meta={"root": where, "wnids": tuple(wnids)})
