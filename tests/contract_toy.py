@@ -103,8 +103,9 @@ class ContractToy(Method):
             frozen_logits = self.frozen(x)
         loss = F.cross_entropy(logits, batch.labels) + 0.1 * consistency
         store = self.ctx.store
-        epoch_column = torch.full_like(batch.indices, batch.progress.epoch)
-        store["visits"].index_put_((batch.indices, epoch_column), torch.ones_like(batch.indices), accumulate=True)
+        epoch = batch.progress.epoch
+        times_in_batch = torch.bincount(batch.indices, minlength=self.ctx.num_samples)[batch.indices]  # 1 unless repeated
+        store.write("visits", batch.indices, store["visits"][batch.indices, epoch] + times_in_batch, column=epoch)
         with torch.no_grad():
             p_given = torch.softmax(logits.float(), 1).gather(1, batch.labels[:, None])[:, 0]
             store.write("p_given_last", batch.indices, p_given)

@@ -78,9 +78,9 @@ def recorded_batches(monkeypatch):
     seen: list[tuple[int, np.ndarray]] = []
     original = TrainStep.__call__
 
-    def recording(self, method, batch):
+    def recording(self, method, batch, **kwargs):
         seen.append((batch.progress.epoch, batch.indices.cpu().numpy().copy()))
-        return original(self, method, batch)
+        return original(self, method, batch, **kwargs)
 
     monkeypatch.setattr(TrainStep, "__call__", recording)
     return seen

@@ -205,9 +205,9 @@ def nrd_run(tmp_path_factory):
     seen = []
     original = TrainStep.__call__
 
-    def recording(self, method, batch):
+    def recording(self, method, batch, **kwargs):
         seen.append({k: tuple(v.shape) for k, v in batch.views.items()})
-        return original(self, method, batch)
+        return original(self, method, batch, **kwargs)
 
     TrainStep.__call__ = recording
     try:

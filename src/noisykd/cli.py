@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .errors import NoisyKDError
+from .errors import ConfigError, NoisyKDError
 from .logs import log_to_stderr
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -23,6 +23,12 @@ data_app = typer.Typer(no_args_is_help=True, help="Inspect data sources and labe
 app.add_typer(data_app, name="data")
 console = Console()
 err_console = Console(stderr=True)
+
+
+def launched_by_torchrun() -> bool:
+    from .engine.distributed import launched_by_torchrun as launched
+
+    return launched()
 
 
 def friendly_errors(fn):
@@ -35,7 +41,8 @@ def friendly_errors(fn):
             return fn(*args, **kwargs)
         except NoisyKDError as e:
             # soft_wrap: one line however narrow the terminal, so that logs and greps see all of it
-            err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            rank = f"[rank {os.environ['RANK']}] " if int(os.environ.get("WORLD_SIZE", 1)) > 1 else ""
+            err_console.print(f"[bold red]error:[/] {rank}{e}", highlight=False, soft_wrap=True)
             raise typer.Exit(2)
         except KeyboardInterrupt:
             err_console.print("interrupted; a run can be continued with --resume RUN_DIR")
@@ -213,9 +220,14 @@ def train_cmd(
     extend: bool = typer.Option(False, help="with --resume and --epochs: train on past the run's planned end"),
     threads: Optional[int] = typer.Option(None, help="CPU threads of torch (default: every core)"),
     print_config: bool = typer.Option(False, "--print-config", help="print the resolved config (YAML) and stop"),
+    devices: Optional[int] = typer.Option(None, "--devices", min=1,
+                                          help="train data-parallel over this many processes on this machine (one per "
+                                          "GPU; on the CPU, gloo): launches torchrun's elastic agent. "
+                                          "optim.batch_size is the global batch"),
 ) -> None:
     """Train a method; writes config, metrics, checkpoints, per-sample outputs and plots to the output folder
-    (default: runs/<date-time>-<method>-<data>)."""
+    (default: runs/<date-time>-<method>-<data>). Data parallel: --devices N, or torchrun --nproc_per_node=N -m
+    noisykd train ... (README, "Multi-GPU and multi-node")."""
     from .config import from_dict, load_config
     from .engine import Trainer
     from .engine.checkpoint import find_resume_checkpoint, load_checkpoint, run_folder_of
@@ -242,6 +254,12 @@ def train_cmd(
         if print_config:
             _print_config(cfg)
             return
+        if devices is not None and not launched_by_torchrun():
+            again = ["--resume", str(resume)] + (["--device", device] if device else []) + \
+                    (["--threads", str(threads)] if threads else []) + \
+                    (["--epochs", str(epochs), "--extend"] if extend and epochs is not None else [])
+            _launch_processes(devices, cfg, again)
+            return
         result = Trainer(cfg).run(resume=resume, extend=extend)
     else:
         flags = {"method": method, "data.spec": data, "data.labels": labels, "data.noise": noise, "data.ood": ood,
@@ -252,8 +270,53 @@ def train_cmd(
         if print_config:
             _print_config(cfg)
             return
+        if devices is not None and not launched_by_torchrun():
+            _launch_new_run(devices, cfg)
+            return
         result = Trainer(cfg).run()
-    _print_summary(result.summary, result.out_dir)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 says it, once
+        _print_summary(result.summary, result.out_dir)
+
+
+def _launch_new_run(devices: int, cfg) -> None:
+    """``--devices N`` for a new run: the resolved config (its run folder chosen now) goes to every process."""
+    import tempfile
+
+    from .config import save_config
+    from .engine.trainer import default_run_dir
+
+    if not cfg.out_dir:
+        cfg.out_dir = str(default_run_dir(cfg))
+    with tempfile.TemporaryDirectory(prefix="noisykd-launch-") as tmp:
+        path = Path(tmp) / "config.yaml"
+        save_config(cfg, path)
+        _launch_processes(devices, cfg, ["--config", str(path)])
+
+
+def _launch_processes(devices: int, cfg, train_args: list[str]) -> None:
+    """Run ``noisykd train TRAIN_ARGS`` in ``devices`` processes through torch's elastic launcher (what
+    ``torchrun --standalone --nproc_per_node=N -m noisykd train ...`` does), after checking here, once, what
+    every process would refuse."""
+    import torch
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    from .engine.distributed import Processes, resolve_backend
+    from .engine.trainer import check_world_size, resolve_device
+    from .errors import DistributedError
+
+    device = resolve_device(cfg.device)
+    if device.type == "cuda" and devices > torch.cuda.device_count():
+        raise ConfigError(f"--devices {devices}: this machine has {torch.cuda.device_count()} GPU(s)")
+    resolve_backend(cfg.distributed.backend, device)
+    check_world_size(cfg, Processes(world_size=devices))
+    where = f"{devices} GPU(s)" if device.type == "cuda" else f"{devices} CPU processes (gloo)"
+    err_console.print(f"launching {where}: global batch {cfg.optim.batch_size}, "
+                      f"{cfg.optim.batch_size // devices} per process", highlight=False)
+    try:
+        run(parse_args(["--standalone", f"--nproc_per_node={devices}", "-m", "noisykd", "train", *train_args]))
+    except ChildFailedError as e:
+        raise DistributedError(f"{len(e.failures)} of {devices} processes failed; their messages are above") from None
 
 
 def _print_config(cfg) -> None:

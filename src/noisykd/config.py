@@ -212,6 +212,30 @@ class LogConfig:
 
 
 @dataclass
+class DistributedConfig:
+    """Settings of a run over several processes (``torchrun`` or ``noisykd train --devices N``); ignored by a
+    single process.
+
+    backend:        ``auto`` (NCCL on GPUs, gloo on the CPU), ``nccl`` or ``gloo``.
+    sync_batchnorm: BatchNorm statistics over the global batch instead of each process's part (torch's
+                    SyncBatchNorm on GPUs, the engine's own on the CPU): what makes N processes compute what one
+                    process does; costs two all-reduces per BatchNorm layer per forward pass.
+    timeout_s:      how long a process waits for the others in one collective before it stops with an error
+                    (a process died or hangs). torch's default is 30 minutes; checkpoint saving and the
+                    methods' scoring passes take well under that.
+    """
+
+    backend: str = "auto"
+    sync_batchnorm: bool = False
+    timeout_s: float = 1800.0
+
+    def validate(self) -> None:
+        _check_choice("distributed.backend", self.backend, ("auto", "nccl", "gloo"))
+        if not self.timeout_s > 0:
+            raise ConfigError(f"distributed.timeout_s must be > 0 seconds, got {self.timeout_s}")
+
+
+@dataclass
 class PaperResult:
     """What a paper reports for a setting (the ``expected`` block of a shipped config), in percent, with where
     it is printed; ``noisykd reproduce`` puts our numbers next to it.
@@ -278,6 +302,7 @@ class RunConfig:
     threads: int | None = None
     out_dir: str = ""
     log: LogConfig = field(default_factory=LogConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
     expected: PaperResult | None = None
 
     def validate(self) -> "RunConfig":
@@ -292,6 +317,7 @@ class RunConfig:
         if self.expected is not None:
             self.expected.validate()
         self.log.validate()
+        self.distributed.validate()
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1 or null, got {self.threads}")
         parse_method_args(self.method, self.method_args, epochs=self.optim.epochs)

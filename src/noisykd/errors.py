@@ -28,3 +28,8 @@ class OutputError(NoisyKDError):
 class ContractError(NoisyKDError):
     """A method (or a network given through the Python API) broke the engine's contract: it asked for a view
     it did not declare, returned outputs of the wrong length, switched a frozen network to train mode..."""
+
+
+class DistributedError(NoisyKDError):
+    """The processes of a distributed run cannot work together: one died or stopped answering, they could not
+    join, or they see different data."""

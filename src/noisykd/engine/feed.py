@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..data import ImageSplit
+from .distributed import rank_part
 
 # keep at most this share of the free device memory for the data set (the rest is for networks/activations)
 DEVICE_MEMORY_SHARE = 0.4
@@ -56,13 +57,15 @@ class ImageFeed:
             return chunk.pin_memory().to(self.device, non_blocking=True)
         return chunk.to(self.device)
 
-    def batches(self, order: torch.Tensor, batch_size: int, fold_lone_last: bool = False
-                ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def batches(self, order: torch.Tensor, batch_size: int, fold_lone_last: bool = False, world_size: int = 1,
+                rank: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Consecutive batches of ``order`` (every position exactly once). With ``fold_lone_last`` (training:
-        BatchNorm cannot train on one sample) a last batch of a single sample joins the batch before it, which
-        then holds batch_size + 1 samples; see :func:`training_batch_sizes`."""
+        BatchNorm cannot train on one sample) a last batch too small to give each of ``world_size`` processes
+        two samples joins the batch before it; see :func:`training_batch_sizes`. With ``world_size`` > 1 each
+        (global) batch is split into contiguous near-equal parts and this ``rank``'s part is yielded."""
         if fold_lone_last:
-            chunks = list(torch.split(order, training_batch_sizes(len(order), batch_size)))
+            chunks = [rank_part(c, world_size, rank)
+                      for c in torch.split(order, training_batch_sizes(len(order), batch_size, world_size))]
         else:
             chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
         if self.on_device or len(chunks) < 2:
@@ -79,13 +82,15 @@ class ImageFeed:
             yield pending.result()
 
 
-def training_batch_sizes(num_samples: int, batch_size: int) -> list[int]:
-    """The sizes of one epoch's training batches: full batches, then the rest; a rest of one sample is folded
-    into the batch before it (no sample is dropped, none is seen twice). E.g. 1153 samples at 64: 17 batches of
-    64 and one of 65."""
+def training_batch_sizes(num_samples: int, batch_size: int, world_size: int = 1) -> list[int]:
+    """The sizes of one epoch's (global) training batches: full batches, then the rest; a rest smaller than
+    ``2 * world_size`` (one process: a lone sample, on which BatchNorm cannot train; N processes: a rest that
+    would leave a process fewer than 2 samples) is folded into the batch before it. No sample is dropped, none
+    is seen twice. E.g. 1153 samples at 64: 17 batches of 64 and one of 65; on 4 processes 1159 samples at 64:
+    17 batches of 64 and one of 71 (a rest of 7 < 8)."""
     sizes = [batch_size] * (num_samples // batch_size) + ([num_samples % batch_size] if num_samples % batch_size else [])
-    if len(sizes) >= 2 and sizes[-1] == 1:
-        sizes = sizes[:-2] + [sizes[-2] + 1]
+    if len(sizes) >= 2 and sizes[-1] < 2 * world_size:
+        sizes = sizes[:-2] + [sizes[-2] + sizes[-1]]
     return sizes
 
 

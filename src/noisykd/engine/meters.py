@@ -1,7 +1,8 @@
 """Device-side sums over one epoch of training batches, read once at the end of the epoch.
 
 Reading a device tensor waits for the device, so the meters only add tensors during the epoch; ``reduce``
-turns the sums into means once. Later, under data parallelism, ``reduce`` is where sums are all-reduced.
+turns the sums into means once. In a distributed run the sums of every rank are added first (one all-reduce
+per epoch, :meth:`EpochMeter.all_reduce`), so every rank reports the epoch's means over the whole training set.
 """
 
 from __future__ import annotations
@@ -77,6 +78,35 @@ class EpochMeter:
                 correct = (check.predicted == self.clean_by_index[indices]) & selected
                 self.check_correct[key] = self.check_correct.get(key, 0) + correct.sum()
                 self.check_selected[key] = self.check_selected.get(key, 0) + selected.sum()
+
+    def all_reduce(self, processes) -> None:
+        """Replace this rank's sums by the sums over every rank (``processes``: the run's
+        :class:`~noisykd.engine.distributed.Processes`); a no-op on one process. Call it once, before ``reduce``
+        and ``checks``. A metric only some ranks reported counts with zeros on the others."""
+        if processes.world_size == 1:
+            return
+        names = processes.all_gather_object((sorted(self.metric_sums), sorted(self.check_correct)),
+                                            "the exchange of metric names")
+        metrics = sorted({k for m, _ in names for k in m})
+        checks = sorted({k for _, c in names for k in c})
+        zero = torch.zeros((), device=self.device)
+        values = [torch.as_tensor(float(self.seen), device=self.device), self.loss, self.correct_noisy,
+                  self.correct_clean, self.fit_wrong, self.seen_wrong]
+        values += [torch.as_tensor(self.metric_sums.get(k, zero), device=self.device) for k in metrics]
+        values += [torch.as_tensor(float(self.metric_counts.get(k, 0)), device=self.device) for k in metrics]
+        values += [torch.as_tensor(self.check_correct.get(k, zero), device=self.device) for k in checks]
+        values += [torch.as_tensor(self.check_selected.get(k, zero), device=self.device) for k in checks]
+        flat = processes.all_reduce_sum_(torch.stack([v.double().reshape(()) for v in values]),
+                                         "the reduction of the epoch's metrics")
+        it = iter(flat)
+        self.seen = int(round(next(it).item()))
+        self.loss, self.correct_noisy, self.correct_clean, self.fit_wrong, self.seen_wrong = (next(it) for _ in range(5))
+        sums = [next(it) for _ in metrics]
+        counts = [int(round(next(it).item())) for _ in metrics]
+        self.metric_sums = dict(zip(metrics, sums))
+        self.metric_counts = dict(zip(metrics, counts))
+        self.check_correct = {k: next(it) for k in checks}
+        self.check_selected = {k: next(it) for k in checks}
 
     def running(self) -> dict[str, float]:
         """Loss and accuracy so far (synchronises the device: call it rarely)."""

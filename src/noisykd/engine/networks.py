@@ -1,8 +1,10 @@
 """The engine's side of network roles: placing, wrapping, optimising, switching modes and saving networks.
 
-Trainable networks are moved, optimised, toggled between train and eval mode, checkpointed and prepared (today
-compiled on request; DistributedDataParallel comes here later), the prepared module being what the method's
-handle calls. Shadow networks (EMA) are moved, kept in eval mode without gradients, and checkpointed. Frozen
+Trainable networks are moved, optimised, toggled between train and eval mode, checkpointed and prepared (compiled on request), the prepared module being what the method's handle calls. In a
+distributed run their BatchNorm layers are synchronised on request (``distributed.sync_batchnorm``), their
+weights start from rank 0's, and after every epoch their buffers (BatchNorm running statistics) are made equal
+on every rank, so that evaluation and every per-sample decision agree; their gradients are averaged by the
+training step. Shadow networks (EMA) are moved, kept in eval mode without gradients, and checkpointed. Frozen
 networks are moved and kept in eval mode without gradients; they are not saved, but their fingerprint is, so
 that a resumed run refuses a different teacher.
 """
@@ -16,12 +18,14 @@ from torch import nn
 
 from ..errors import CheckpointError, ContractError
 from ..methods import Network, Role
+from .syncbn import convert_sync_batchnorm
 
 
 class NetworkSet:
     """A method's networks (``Method.networks()``) as the engine handles them."""
 
-    def __init__(self, networks: list[Network], device: torch.device, channels_last: bool = False):
+    def __init__(self, networks: list[Network], device: torch.device, channels_last: bool = False,
+                 sync_batchnorm: bool = False):
         if not networks:
             raise ContractError("the method added no network (Method.add_network)")
         _check_nothing_shared(networks)
@@ -35,6 +39,12 @@ class NetworkSet:
         for net in self.fixed:
             net.module.requires_grad_(False)
             net.module.eval()
+        self.sync_batchnorm = sync_batchnorm
+        if sync_batchnorm:
+            for net in self.trainable:
+                if convert_sync_batchnorm(net.module, device) is not net.module:
+                    raise ContractError(f"network {net.name!r} is a bare BatchNorm layer; sync_batchnorm converts the "
+                                        "BatchNorm layers inside a network")
         self.frozen_fingerprints = {n.name: fingerprint(n.module) for n in networks if n.role is Role.FROZEN}
 
     def prepare(self, compile: bool = False) -> None:
@@ -43,6 +53,27 @@ class NetworkSet:
             if compile:
                 net.module.compile()
             net.prepared = net.module
+
+    def broadcast_from_rank0(self, processes) -> None:
+        """Every rank starts from rank 0's weights and buffers (trainable and shadow networks), as DDP does."""
+        tensors = [t for n in self.all if n.role is not Role.FROZEN for t in n.module.state_dict().values()]
+        processes.broadcast_tensors(tensors, "the broadcast of the initial weights")
+
+    def agree_buffers(self, processes) -> None:
+        """After an epoch, make the buffers of the trainable and shadow networks equal on every rank: floating
+        buffers (BatchNorm running statistics, gathered each on its rank's part of the batches) are averaged
+        over the ranks (timm's ``dist_bn=reduce``); with synchronised BatchNorm they are equal already and rank
+        0's are kept bit for bit; integer buffers (batch counters) are equal on every rank and taken from rank 0."""
+        if processes.world_size == 1:
+            return
+        buffers = [b for n in self.all if n.role is not Role.FROZEN for b in n.module.buffers()]
+        floating = [b for b in buffers if b.is_floating_point()]
+        if self.sync_batchnorm:
+            processes.broadcast_tensors(buffers, "the agreement of network buffers")
+        else:
+            processes.average_tensors(floating, "the averaging of BatchNorm statistics")
+            processes.broadcast_tensors([b for b in buffers if not b.is_floating_point()],
+                                        "the agreement of network buffers")
 
     def parameter_groups(self, weight_decay: float) -> list[dict]:
         """Optimiser parameter groups of the trainable networks, in the order the networks were added:

@@ -3,18 +3,30 @@
 Methods keep histories (BKD's P_T/P_S/P_A per epoch), groups (MODUL), refined labels, scores... here. The
 store lives on the training device, is written from batches by index, saved in every checkpoint, and
 exported at the end of a run (NPZ with every entry, CSV with the one-value-per-sample entries).
+
+In a distributed run every rank holds the whole store: a write is applied at once on the rank that made it and
+kept; the engine calls :meth:`SampleStore.synchronize` after every training step and after each hook that may
+write (a collective every rank makes at the same points, however many writes each made), which applies every
+other rank's writes of that window, in rank order. Writes from training steps touch disjoint indices (each
+sample is in one rank's part of one batch per epoch); writes made by every rank alike (from full-store
+decisions such as BKD's Otsu split) carry equal values, so the order does not matter.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..errors import CheckpointError, ContractError
+
+if TYPE_CHECKING:
+    from .distributed import Processes
 
 
 class SampleStore:
@@ -23,10 +35,13 @@ class SampleStore:
     Rows of samples never written (e.g. held-out validation samples) keep the fill value (NaN for floats).
     """
 
-    def __init__(self, num_samples: int, device: torch.device | str = "cpu"):
+    def __init__(self, num_samples: int, device: torch.device | str = "cpu", processes: "Processes | None" = None):
         self.num_samples = int(num_samples)
         self.device = torch.device(device)
         self._tensors: dict[str, torch.Tensor] = {}
+        self.processes = processes
+        #: writes since the last synchronize (distributed runs): (name, column or -1, indices, values)
+        self._pending: list[tuple[str, int, torch.Tensor, torch.Tensor]] = []
 
     def add(self, name: str, shape: tuple[int, ...] = (), dtype: torch.dtype = torch.float32,
             fill: float | int = float("nan")) -> torch.Tensor:
@@ -40,6 +55,7 @@ class SampleStore:
         return tensor
 
     def __getitem__(self, name: str) -> torch.Tensor:
+        """The entry, to read (write with :meth:`write`: in a distributed run only writes reach every process)."""
         if name not in self._tensors:
             raise ContractError(f"no sample-state entry {name!r}; entries: {sorted(self._tensors)} (add it first)")
         return self._tensors[name]
@@ -60,6 +76,59 @@ class SampleStore:
             target[indices] = values
         else:
             target[indices, column] = values
+        if self.processes is not None and self.processes.world_size > 1:
+            self._pending.append((name, -1 if column is None else int(column), indices.clone(), values.clone()))
+
+    def synchronize(self) -> None:
+        """Apply every other rank's writes since the last call (module docstring); a no-op on one process.
+        Exchanges the list of writes (name, column, length) first, then per entry and column one gather of the
+        indices and one of the values."""
+        procs = self.processes
+        if procs is None or procs.world_size == 1:
+            return
+        pending, self._pending = self._pending, []
+        listing = procs.all_gather_object([(name, column, len(idx)) for name, column, idx, _ in pending],
+                                          "the exchange of per-sample store writes")
+        keys = sorted({(name, column) for writes in listing for name, column, _ in writes})
+        for name, column in keys:
+            target = self._tensors[name]
+            tail = target.shape[1:] if column < 0 else ()
+            mine = [(idx, val) for n, c, idx, val in pending if (n, c) == (name, column)]
+            idx = torch.cat([i for i, _ in mine]) if mine else torch.zeros(0, dtype=torch.int64, device=self.device)
+            val = (torch.cat([v for _, v in mine]) if mine
+                   else torch.zeros((0, *tail), dtype=target.dtype, device=self.device))
+            counts = [sum(n for nm, c, n in writes if (nm, c) == (name, column)) for writes in listing]
+            what = f"the gather of store entry {name!r}"
+            all_idx = procs.gather_rows(idx, counts, what)
+            all_val = procs.gather_rows(val, counts, what)
+            start = 0
+            for rank, writes in enumerate(listing):
+                for nm, c, n in writes:  # each write on its own, in its rank's order
+                    if (nm, c) != (name, column):
+                        continue
+                    if rank != procs.rank:
+                        rows, values = all_idx[start:start + n], all_val[start:start + n]
+                        if column < 0:
+                            target[rows] = values
+                        else:
+                            target[rows, column] = values
+                    start += n
+
+    def check_same_on_every_rank(self) -> None:
+        """Distributed runs, after each epoch: a ContractError naming the entries whose contents differ between
+        ranks: a method changed them in place (``store[name][rows] = ...``) instead of through :meth:`write`,
+        and the change stayed on one process."""
+        procs = self.processes
+        if procs is None or procs.world_size == 1:
+            return
+        digests = {name: hashlib.sha256(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy()).hexdigest()
+                   for name, t in self._tensors.items()}
+        every = procs.all_gather_object(digests, "the check of the per-sample store")
+        differ = sorted({name for d in every for name in set(d) | set(digests) if d.get(name) != digests.get(name)})
+        if differ:
+            raise ContractError(f"per-sample store entries {differ} differ between the processes: a method changed them "
+                                "in place (ctx.store[name][rows] = ...); write with ctx.store.write(name, indices, "
+                                "values), which every process sees")
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """CPU copies of every entry (for checkpoints)."""

@@ -11,6 +11,13 @@ torch's global one for dropout and initialisation), whose states go into every c
 networks, the optimiser, the per-sample store and the metrics history. A run killed anywhere and resumed from
 its last checkpoint therefore ends with the same weights and metrics as an uninterrupted run (on the CPU;
 on a GPU up to the non-determinism of its kernels).
+
+Distributed runs (``torchrun``, ``noisykd train --devices N``; ``distributed.py`` says what each process
+does): the shuffle generator is the same on every rank; each rank's augmentation generator and torch's global
+one (dropout) are seeded at every epoch's start from (seed, epoch, rank), so ranks draw independent
+augmentations and a resumed epoch draws what it drew before; the method's generator is made equal on every
+rank (rank 0's) at every epoch's end. A resumed distributed run therefore ends as an uninterrupted one too,
+with the same number of processes.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from ..methods import (Batch, EvalBatch, GroundTruth, Method, MethodContext, Pre
                        create_method)
 from ..models import create_model, wrap_module
 from . import report
+from . import distributed
 from .checkpoint import (BEST, find_resume_checkpoint, has_checkpoint, load_checkpoint, output_error, run_folder_of,
                          save_atomic, save_rotating)
 from .feed import ImageFeed, training_batch_sizes
@@ -89,9 +97,11 @@ class Trainer:
         self._data = data
         self.show_progress = sys.stderr.isatty() if progress is None else progress
         self.on_step = on_step
+        self._chosen_out_dir = not config.out_dir  # chosen here: in a distributed run rank 0's choice holds
         if not config.out_dir:
             config.out_dir = str(default_run_dir(config))
         self.out_dir = Path(config.out_dir)
+        self.processes = distributed.Processes()  # a single process until run() joins the others
         self.schedule = LearningRateSchedule(config.optim)
         #: (global step, reliability bins) of the latest test evaluation, for reliability.png at the end
         self.test_reliability: tuple[int, Reliability] | None = None
@@ -106,37 +116,66 @@ class Trainer:
                 end). A new run refuses a folder that holds a run or other files; two processes never train
                 into one folder at once; a run that fails before its first checkpoint leaves nothing that would
                 block starting it again.
+
+        Under torchrun the processes join here (``distributed.join_processes``); rank 0 checks, locks and
+        writes the run folder, and reads the checkpoint to resume from, which it hands the other ranks.
         """
+        cfg = self.config
+        device = distributed.process_device(resolve_device(cfg.device))
+        with distributed.join_processes(cfg.distributed.backend, device, cfg.distributed.timeout_s) as procs:
+            self.processes = procs
+            check_world_size(cfg, procs)
+            if self._chosen_out_dir and procs.world_size > 1:
+                self.config.out_dir = procs.broadcast_object(cfg.out_dir, "the choice of the run folder")
+                self.out_dir = Path(self.config.out_dir)
+            with _logs_on_rank0_only(procs):
+                return self._run(resume, extend)
+
+    def _run(self, resume: bool | str | Path, extend: bool) -> RunResult:
+        procs = self.processes
         if resume not in (False, True, None):
             folder = run_folder_of(resume)
             if folder.resolve() != self.out_dir.resolve():
                 log.info(f"resuming into {folder} (the config said {self.out_dir})")
                 self.config.out_dir, self.out_dir = str(folder), folder
         folder = RunFolder(self.out_dir)
-        folder.check_writable()
         existed = folder.path.exists()
-        with contextlib.ExitStack() as stack, folder.lock():
-            checkpoint = self._resume_state(resume, extend) if resume else self._check_new_run(folder)
+        writer = procs.is_writer
+        with contextlib.ExitStack() as stack:
+            def claim_folder() -> dict | None:  # rank 0 only; its result (or error) reaches every rank
+                folder.check_writable()
+                stack.enter_context(folder.lock())
+                return self._resume_state(resume, extend) if resume else self._check_new_run(folder)
+
+            checkpoint = procs.on_writer(claim_folder, "the check of the run folder")
             try:
                 stack.enter_context(_torch_threads(self.config.threads))
                 self.build(checkpoint)
-                self._write_run_inputs(resumed=checkpoint is not None)
-                stack.enter_context(_log_to_file(self.out_dir / "train.log"))
+                if writer:
+                    self._write_run_inputs(resumed=checkpoint is not None)
+                    stack.enter_context(_log_to_file(self.out_dir / "train.log"))
                 log.info(f"training labels: {self.data.noisy.describe()}")  # the realised counts, every run
-                if self.config.log.tensorboard:
+                if procs.distributed:
+                    log.info(f"data parallel over {procs.world_size} processes ({procs.backend}): global batch "
+                             f"{self.config.optim.batch_size}, {self.config.optim.batch_size // procs.world_size} "
+                             "per process")
+                if writer and self.config.log.tensorboard:
                     self.tensorboard = stack.enter_context(_tensorboard(self.out_dir / "tensorboard"))
-                folder.clear_finished()
+                if writer:
+                    folder.clear_finished()
                 self.method.on_train_start(resumed=checkpoint is not None)
+                self.store.synchronize()
                 for epoch in range(self.epoch, self.config.optim.epochs):
                     self.train_epoch(epoch)
                 result = self.finish()
             except BaseException:
-                if checkpoint is None and not has_checkpoint(folder.path):  # nothing worth keeping yet
+                if writer and checkpoint is None and not has_checkpoint(folder.path):  # nothing worth keeping yet
                     folder.clear_leftovers()
                     if not existed:
                         shutil.rmtree(folder.path, ignore_errors=True)
                 raise
-            folder.mark_finished(self.config.optim.epochs)  # last: only now is the run finished
+            if writer:
+                folder.mark_finished(self.config.optim.epochs)  # last: only now is the run finished
         return result
 
     def _check_new_run(self, folder: RunFolder) -> None:
@@ -155,6 +194,7 @@ class Trainer:
         path = find_resume_checkpoint(self.out_dir if resume is True else resume)
         checkpoint = load_checkpoint(path)
         _check_resumable(checkpoint, path)
+        _check_same_world_size(checkpoint, path, self.processes.world_size)
         check_same_run(checkpoint["config"], self.config, extend=extend, epochs_done=checkpoint["epoch"])
         log.info(f"resuming from {path} (epoch {checkpoint['epoch']} done)")
         return checkpoint
@@ -176,11 +216,14 @@ class Trainer:
         """Set up data, method, networks, views and optimiser; restore ``checkpoint`` (a full training state)."""
         cfg = self.config
         self.nets: NetworkSet | None = None  # iterate_train needs them: they exist once the method is built
+        procs = self.processes
         torch.manual_seed(cfg.seed)
-        self.device = resolve_device(cfg.device)
+        self.device = distributed.process_device(resolve_device(cfg.device))
         self.data = data = self._data or prepare_data(cfg.data)
-        if len(data.train) < 2:
-            raise DataError(f"{cfg.data.spec}: {len(data.train)} training sample(s); BatchNorm needs at least 2")
+        if len(data.train) < 2 * procs.world_size:
+            raise DataError(f"{cfg.data.spec}: {len(data.train)} training sample(s); BatchNorm needs at least 2 per "
+                            f"process ({procs.world_size} process{'es' if procs.world_size > 1 else ''})")
+        procs.check_same(_data_fingerprint(data), "the training data (images, labels, split)")
         self.feed = ImageFeed(data.train, self.device, cfg.data_on_device)
         self.clean_by_index = (torch.from_numpy(data.clean_labels).to(self.device)
                                if data.clean_labels is not None else None)
@@ -193,8 +236,9 @@ class Trainer:
         self.gen_shuffle = torch.Generator().manual_seed(cfg.seed)
         self.gen_augment = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
         self.gen_method = torch.Generator(device=self.device).manual_seed(cfg.seed + 2)
-        self.store = SampleStore(data.num_samples, self.device)
-        self.steps_per_epoch = len(training_batch_sizes(len(self.feed), cfg.optim.batch_size))
+        self.store = SampleStore(data.num_samples, self.device, procs)
+        self.batch_sizes = training_batch_sizes(len(self.feed), cfg.optim.batch_size, procs.world_size)
+        self.steps_per_epoch = len(self.batch_sizes)
         self.ctx = MethodContext(
             num_classes=data.num_classes, num_samples=data.num_samples,
             train_indices=torch.from_numpy(np.sort(data.train.indices)).to(self.device), image_shape=(h, w, c),
@@ -203,12 +247,15 @@ class Trainer:
             steps_per_epoch=self.steps_per_epoch)
         self.method: Method = create_method(cfg.method, self.ctx, cfg.method_args)
         self.view_pipelines = self._build_view_pipelines()
-        self.nets = NetworkSet(self.method.networks(), self.device, cfg.channels_last)
+        self.nets = NetworkSet(self.method.networks(), self.device, cfg.channels_last,
+                               sync_batchnorm=cfg.distributed.sync_batchnorm and procs.world_size > 1)
         optimizer = self._make_optimizer(self.nets.parameter_groups(cfg.optim.weight_decay))
-        self.step_fn = TrainStep(optimizer, cfg.amp, self.device)
+        self.step_fn = TrainStep(optimizer, cfg.amp, self.device, procs if procs.distributed else None)
         self.epoch, self.step, self.history = 0, 0, []
         if checkpoint is not None:
             self._restore(checkpoint)
+        else:
+            self.nets.broadcast_from_rank0(procs)
         self.nets.prepare(compile=cfg.compile)
 
     @property
@@ -262,19 +309,25 @@ class Trainer:
     def train_epoch(self, epoch: int) -> None:
         """One epoch: every training sample once, in a fresh random order; then evaluation, the method's
         end-of-epoch hook, the metrics row, a checkpoint and a log line."""
-        cfg = self.config
+        cfg, procs = self.config, self.processes
+        if procs.distributed:
+            self._seed_rank_streams(epoch)
         self.method.on_epoch_start(epoch)
         self.nets.train(True)
         order = torch.randperm(len(self.feed), generator=self.gen_shuffle)
         meter = EpochMeter(self.device, self.clean_by_index, self.noisy_by_index)
-        bar = ProgressBar(self.show_progress, self.steps_per_epoch, f"epoch {epoch + 1}/{cfg.optim.epochs}")
+        bar = ProgressBar(self.show_progress and procs.is_writer, self.steps_per_epoch,
+                          f"epoch {epoch + 1}/{cfg.optim.epochs}")
         start = time.perf_counter()
-        batches = self.feed.batches(order, cfg.optim.batch_size, fold_lone_last=True)
+        batches = self.feed.batches(order, cfg.optim.batch_size, fold_lone_last=True, world_size=procs.world_size,
+                                    rank=procs.rank)
         for step_in_epoch, (images, labels, indices) in enumerate(batches):
             progress = Progress(epoch, self.step, step_in_epoch, self.steps_per_epoch, cfg.optim.epochs)
             self.schedule.apply(self.optimizer, progress.epoch_fraction)
             views = Views({name: pipe(images, self.gen_augment) for name, pipe in self.view_pipelines.items()})
-            out = self.step_fn(self.method, Batch(indices, labels, views, progress))
+            share = len(labels) * procs.world_size / self.batch_sizes[step_in_epoch]  # 1.0 on one process
+            out = self.step_fn(self.method, Batch(indices, labels, views, progress), loss_weight=share)
+            self.store.synchronize()
             self.step += 1
             meter.update(out, labels, indices)
             bar.advance(lambda: {**meter.running(), "img/s": meter.seen / (time.perf_counter() - start)})
@@ -285,12 +338,18 @@ class Trainer:
         train_time = time.perf_counter() - start
         bar.close()
         self.nets.check(self.method.networks())
+        if procs.world_size > 1:
+            self.nets.agree_buffers(procs)
+            self.gen_method.set_state(procs.broadcast_object(self.gen_method.get_state(), "the method's generator"))
+            meter.all_reduce(procs)
         reduced = meter.reduce()
         row = _epoch_row(epoch, self.schedule.lr_at(epoch), reduced)
         row.update({f"train_{k}": v for k, v in meter.checks().items()})
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.optim.epochs:
             row.update(self.evaluate())
         extra = self.method.on_epoch_end(epoch, _method_metrics(reduced)) or {}
+        self.store.synchronize()
+        self.store.check_same_on_every_rank()
         clashes = sorted(set(extra) & (set(row) | {"img_per_s", "epoch_time_s"}))
         if clashes:
             raise ContractError(f"{self.method.name}.on_epoch_end returned {clashes}, which are the engine's columns")
@@ -298,24 +357,39 @@ class Trainer:
         row.update({"img_per_s": meter.seen / train_time, "epoch_time_s": train_time})
         self.history.append(row)
         self.epoch = epoch + 1
-        self._checkpoint(row)
+        if procs.is_writer:
+            self._checkpoint(row)
         log.info(epoch_line(row, cfg.optim.epochs))
         if getattr(self, "tensorboard", None) is not None:
             for key, value in row.items():
                 if isinstance(value, (int, float)) and key != "epoch":
                     self.tensorboard.add_scalar(key, value, epoch + 1)
 
+    def _seed_rank_streams(self, epoch: int) -> None:
+        """Distributed runs: this rank's augmentation generator and torch's global generator (dropout) start the
+        epoch from a seed of (seed, epoch, rank): independent between ranks, and the same again when the epoch
+        is trained again after a resume."""
+        seed = _derived_seed(self.config.seed, epoch, self.processes.rank)
+        self.gen_augment.manual_seed(seed)
+        torch.manual_seed(seed)
+
     # ------------------------------------------------------------------------------------------------------
     @torch.no_grad()
     def predict_split(self, split: ImageSplit) -> Prediction:
         """Eval-mode prediction of the method on a split (un-augmented, in the split's order), on the CPU:
-        logits (N, C) and each head's logits (N, C)."""
+        logits (N, C) and each head's logits (N, C). In a distributed run each rank predicts a contiguous
+        part and every rank returns the whole, gathered in order."""
         if len(split) == 0:
             raise DataError("cannot predict on an empty split")
         self.nets.train(False)
+        procs = self.processes
         feed = ImageFeed(split, self.device, self.config.data_on_device)
+        rows = torch.arange(len(feed))
+        sharded = 1 < procs.world_size <= len(feed)
+        if sharded:
+            rows = distributed.rank_part(rows, procs.world_size, procs.rank)
         chunks: list[Prediction] = []
-        for images, _, _ in feed.batches(torch.arange(len(feed)), self.config.eval_batch_size):
+        for images, _, _ in feed.batches(rows, self.config.eval_batch_size):
             with self.step_fn.autocast():
                 chunks.append(self._checked_prediction(self.method.predict(self.eval_pipeline.eval_transform(images)),
                                                        len(images)))
@@ -325,9 +399,14 @@ class Trainer:
         if accuracy_of is not None and not set(accuracy_of) <= set(chunks[0].heads):
             raise ContractError(f"{self.method.name}.predict: accuracy_of names {list(accuracy_of)}, but the heads are "
                                 f"{sorted(chunks[0].heads)}")
-        return Prediction(logits=torch.cat([c.logits.float().cpu() for c in chunks]),
-                          heads={name: torch.cat([c.heads[name].float().cpu() for c in chunks])
-                                 for name in chunks[0].heads}, accuracy_of=accuracy_of)
+        logits = torch.cat([c.logits.float() for c in chunks])
+        heads = {name: torch.cat([c.heads[name].float() for c in chunks]) for name in chunks[0].heads}
+        if sharded:
+            counts = [len(p) for p in torch.tensor_split(torch.arange(len(feed)), procs.world_size)]
+            logits = procs.gather_rows(logits, counts, "the gather of predictions")
+            heads = {name: procs.gather_rows(h, counts, "the gather of predictions") for name, h in heads.items()}
+        return Prediction(logits=logits.cpu(), heads={name: h.cpu() for name, h in heads.items()},
+                          accuracy_of=accuracy_of)
 
     def _checked_prediction(self, prediction, batch_size: int) -> Prediction:
         name = self.method.name
@@ -400,6 +479,7 @@ class Trainer:
                            "classes": list(self.data.dataset.classes)},
             "epoch": self.epoch,
             "step": self.step,
+            "world_size": self.processes.world_size,
             **self.nets.state_dict(),
             **self.step_fn.state_dict(),
             "method": self.method.state_dict(),
@@ -452,14 +532,21 @@ class Trainer:
         return self.test_reliability[1]
 
     def _finish(self) -> RunResult:
+        """Every rank predicts (its part, gathered) and computes the outputs; rank 0 writes them."""
         out, rows = self.out_dir, self.data.train.indices
         outputs = collect_outputs(self.data, self.predict_split(self.data.train).logits, self.method.name,
                                   self.method.sample_outputs(), self.config.seed)
-        self.store.export(out / "samples.npz", out / "samples.csv", columns=outputs.columns, rows=rows)
         calibration = self._final_reliability()
         summary = report.run_summary(self.config, self.data, self.history, outputs.detection_summary(rows),
                                      self.method.summary(), str(self.device),
                                      calibration=None if calibration is None else calibration.to_dict())
+        if self.processes.distributed:
+            summary["processes"] = {"world_size": self.processes.world_size, "backend": self.processes.backend,
+                                    "sync_batchnorm": self.config.distributed.sync_batchnorm}
+        self.outputs = outputs
+        if not self.processes.is_writer:
+            return RunResult(out, self.history, summary)
+        self.store.export(out / "samples.npz", out / "samples.csv", columns=outputs.columns, rows=rows)
         report.write_json(summary, out / "summary.json")
         title = f"{self.config.method} on {self.config.data.spec}"
         report.plot_curves(self.history, out / "curves.png", title=title)
@@ -475,7 +562,8 @@ class Trainer:
 
 
 #: Config keys that may differ between a run and its resumption: where it runs and writes, not what it computes.
-RESUME_MAY_CHANGE = ("out_dir", "device", "data_on_device", "eval_batch_size", "expected", "threads", "log")
+RESUME_MAY_CHANGE = ("out_dir", "device", "data_on_device", "eval_batch_size", "expected", "threads", "log",
+                     "distributed.backend", "distributed.timeout_s")
 
 
 def default_run_dir(config: RunConfig, root: Path = Path("runs")) -> Path:
@@ -525,7 +613,7 @@ def check_same_run(saved: dict, config: RunConfig, extend: bool = False, epochs_
     old = _flatten(from_dict(saved).to_dict())
     new = _flatten(config.to_dict())
     differ = [k for k in sorted(set(old) | set(new))
-              if old.get(k) != new.get(k) and k.split(".")[0] not in RESUME_MAY_CHANGE]
+              if old.get(k) != new.get(k) and k.split(".")[0] not in RESUME_MAY_CHANGE and k not in RESUME_MAY_CHANGE]
     if "optim.epochs" in differ and extend:
         if new["optim.epochs"] < epochs_done:
             raise CheckpointError(f"optim.epochs {new['optim.epochs']} is below the {epochs_done} epochs done")
@@ -556,6 +644,61 @@ def _check_resumable(state: dict, path: Path) -> None:
     if state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: checkpoint format {state.get('format')} was written by an earlier noisykd; "
                               f"resume it with that version, or start the run again (`noisykd eval` still reads it)")
+
+
+def check_world_size(config: RunConfig, processes: distributed.Processes) -> None:
+    """``optim.batch_size`` is the global batch: a ConfigError unless the processes divide it."""
+    n, batch = processes.world_size, config.optim.batch_size
+    if n > 1 and batch < 2 * n:
+        raise ConfigError(f"optim.batch_size {batch} is the global batch: {n} processes need at least {2 * n} (BatchNorm "
+                          "needs 2 samples per process)")
+    if batch % n:
+        lower, upper = batch - batch % n, batch + n - batch % n
+        raise ConfigError(f"optim.batch_size {batch} is the global batch and must be divisible by the {n} processes "
+                          f"(each trains on batch_size / {n}); use {lower or upper} or {upper}")
+
+
+def _check_same_world_size(state: dict, path: Path, world_size: int) -> None:
+    """Exact resumption needs the processes the run had: each rank's part of every batch and its random
+    streams depend on their number."""
+    saved = int(state.get("world_size", 1))
+    if saved != world_size:
+        how = ("noisykd train --resume RUN (one process)" if saved == 1 else
+               f"torchrun --nproc_per_node={saved} -m noisykd train --resume RUN, or noisykd train --devices {saved} "
+               "--resume RUN")
+        raise CheckpointError(f"{path}: written by a run of {saved} process{'es' if saved > 1 else ''}, resumed "
+                              f"with {world_size}; resume with {saved} ({how}): the per-process parts of every batch "
+                              "and the per-process random streams depend on the number of processes, so another "
+                              "number would not continue the same run")
+
+
+def _derived_seed(seed: int, epoch: int, rank: int) -> int:
+    """A 63-bit seed from (seed, epoch, rank), well mixed (numpy's SeedSequence)."""
+    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def _data_fingerprint(data: PreparedData) -> str:
+    """A digest of what the ranks must agree on: training images, given labels and indices."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for array in (data.train.indices, data.train.labels, data.train.images):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    digest.update(str(data.num_samples).encode())
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _logs_on_rank0_only(processes: distributed.Processes):
+    """The other ranks log warnings and errors only (rank 0 says what the run does, once)."""
+    logger = logging.getLogger("noisykd")
+    previous = logger.level
+    if not processes.is_writer:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
 
 
 def _method_metrics(reduced: dict) -> dict[str, float]:
