@@ -2,7 +2,8 @@
 
 A method owns its networks, its loss and its per-sample decisions; the engine owns everything else (data on the
 device, augmentation, the optimiser and its schedule, mixed precision, evaluation, checkpoints, logging, and
-later the processes of a distributed run). A method never writes a loop and never calls torch.distributed; the
+the processes of a distributed run: it averages the gradients, exchanges per-sample store writes, reduces the
+metrics, so that a method written for one process runs unchanged on N). A method never writes a loop and never calls torch.distributed; the
 engine never reads a method's attributes or column names. In order::
 
     Method(ctx, args)                 build networks with add_network(...) and per-sample state in ctx.store
@@ -20,7 +21,7 @@ engine never reads a method's attributes or column names. In order::
     state_dict() / load_state_dict()      the method's own state (networks and ctx.store are the engine's)
 
 Networks have one of three roles (:class:`Role`): trainable (optimised, switched between train and eval mode,
-checkpointed, wrapped by the engine when it must: compile now, DistributedDataParallel later), shadow (an EMA
+checkpointed, compiled when asked, their gradients averaged over the processes of a distributed run), shadow (an EMA
 teacher: updated by the method, always in eval mode, checkpointed, never optimised or wrapped) and frozen (a
 pre-trained teacher: always in eval mode, never optimised, wrapped or saved; the engine checks on resume that
 it is the same network). A method calls a network through the handle ``add_network`` returned, which runs the
@@ -313,7 +314,12 @@ class MethodContext:
                    module); ``build_model("resnet34", width=2)``: a registered network by name, sized for this
                    data (num_classes, channels, image size).
     iterate_train: eval-mode batches over the un-augmented training samples (trainable networks switched to
-                   eval mode and back), e.g. to score every sample; from ``on_train_start`` on.
+                   eval mode and back), e.g. to score every sample; from ``on_train_start`` on. In a distributed
+                   run every process iterates over every sample (networks and buffers are equal on every rank at
+                   that point), so that a decision made from it is the same everywhere without any exchange.
+    store:         the per-sample store; write with ``store.write`` (in a distributed run the engine exchanges
+                   writes after every step: an in-place change of ``store[name]`` would stay on one process, and
+                   the engine stops the run naming the entry).
     The method never sees the clean labels.
     """
 
