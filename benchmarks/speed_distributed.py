@@ -103,6 +103,8 @@ def main(argv: list[str] | None = None) -> dict:
     plan = {"single": ("1 process (no process group)", 1, full),
             "torchrun1": ("torchrun, 1 process (distributed path)", 1, full),
             "torchrunN": (f"torchrun, {args.devices} processes", args.devices, max(1, full // args.devices))}
+    if args.devices == 1:  # one GPU: the overhead of the distributed path is the question
+        del plan["torchrunN"]
     raw = []
     with tempfile.TemporaryDirectory(prefix="noisykd-ddp-speed-") as tmp:
         for r in range(args.repeats):

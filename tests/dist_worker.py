@@ -6,7 +6,7 @@ SPEC.json: ``runs``, a list of {``name``, ``config`` (a run config as a dict), `
 trained one after the other; ``dump``, a folder where each rank writes ``NAME-rank{R}.pt`` per run (history,
 summary, store, weights, per-sample outputs, the indices of every batch it trained on and the files it opened
 for writing under the run folder); optionally ``kill`` / ``hang`` ([epoch, step_in_epoch, rank]: that rank
-SIGKILLs itself / sleeps there) and ``own_group`` (the worker creates the process group itself, once, and the
+SIGKILLs itself / sleeps there), ``inplace_toy`` (register a method that breaks the store rule) and ``own_group`` (the worker creates the process group itself, once, and the
 engine uses it: several runs share it, as in a user's own script).
 """
 
@@ -31,8 +31,26 @@ from noisykd.engine.step import TrainStep  # noqa: E402
 from noisykd.errors import NoisyKDError  # noqa: E402
 
 
+def register_inplace_toy() -> None:
+    """``inplace_toy``: CE that also marks each sample it trains on by changing the store tensor in place, which
+    the contract forbids (the change stays on the process that made it)."""
+    from noisykd.methods import METHODS, register_method
+
+    @register_method("inplace_toy")
+    class InPlaceToy(METHODS["ce"]):
+        def __init__(self, ctx, args=None):
+            super().__init__(ctx, args)
+            ctx.store.add("seen", dtype=torch.int64, fill=0)
+
+        def training_step(self, batch):
+            self.ctx.store["seen"][batch.indices] = 1
+            return super().training_step(batch)
+
+
 def main() -> int:
     spec = json.loads(Path(sys.argv[1]).read_text())
+    if spec.get("inplace_toy"):
+        register_inplace_toy()
     rank = int(os.environ.get("RANK", 0))
     if spec.get("own_group"):
         dist.init_process_group("gloo")

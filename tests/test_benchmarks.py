@@ -236,3 +236,15 @@ def test_digits_openset_preset_trains_its_teacher_and_reports_the_split(tmp_path
     assert sum(g["samples"] for g in modul["split"].values()) == 1257 and 0.4 < ce["noise_rate"] < 0.6
     text = out.with_suffix(".md").read_text()
     assert "- teacher: test accuracy" in text and "openset:0.5:0.5, modul split: clean" in text
+
+
+def test_speed_distributed_runs_one_and_two_processes(tmp_path):
+    """The data-parallel benchmark's plumbing: real runs of 1 process, torchrun with 1 and with 2 processes."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import speed_distributed
+
+    result = speed_distributed.main(["--devices", "2", "--epochs", "2", "--repeats", "1", "--set",
+                                     "data.train_subset=200", "--out", str(tmp_path / "speed")])
+    assert set(result["summary"]) == {"single", "torchrun1", "torchrunN"}
+    assert result["summary"]["torchrunN"]["processes"] == 2 and result["summary"]["single"]["median_img_per_s"] > 0
+    assert "| torchrun, 2 processes | 2 x 1 |" in (tmp_path / "speed.md").read_text()

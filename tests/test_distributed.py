@@ -228,6 +228,14 @@ def test_a_silent_process_stops_the_others_with_a_message(tmp_path):
     assert "no answer from the other processes" in done.stderr and "distributed.timeout_s" in done.stderr
 
 
+def test_a_store_changed_in_place_stops_the_run_naming_the_entry(tmp_path):
+    cfg = {**dist_config("ce", tmp_path / "run", **{"optim.epochs": 1}), "method": "inplace_toy"}  # registered there
+    done = torchrun(tmp_path, {"runs": [{"name": "inplace", "config": cfg}], "inplace_toy": True})
+    assert done.returncode != 0
+    assert "per-sample store entries ['seen'] differ between the processes" in done.stderr
+    assert "ctx.store.write" in done.stderr
+
+
 def test_devices_option_launches_the_processes(tmp_path):
     out = tmp_path / "run"
     done = subprocess.run([sys.executable, "-m", "noisykd", "train", "--config", "digits/sym40", "--epochs", "1",
@@ -236,6 +244,10 @@ def test_devices_option_launches_the_processes(tmp_path):
     assert done.returncode == 0, done.stderr[-4000:]
     assert json.loads((out / "summary.json").read_text())["processes"]["world_size"] == 2
     assert done.stdout.count("outputs in") == 1  # rank 0 prints the summary, once
+    more = subprocess.run([sys.executable, "-m", "noisykd", "train", "--resume", str(out), "--epochs", "2", "--extend",
+                           "--devices", "2"], capture_output=True, text=True, timeout=300)
+    assert more.returncode == 0, more.stderr[-4000:]
+    assert len((out / "metrics.csv").read_text().strip().splitlines()) == 3  # header, epoch 1, epoch 2 (resumed)
     bad = subprocess.run([sys.executable, "-m", "noisykd", "train", "--config", "digits/sym40", "--out",
                           str(tmp_path / "bad"), "--set", "optim.batch_size=63", "--devices", "2"],
                          capture_output=True, text=True, timeout=120)

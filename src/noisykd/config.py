@@ -119,6 +119,8 @@ class OptimConfig:
 
     schedule: ``multistep`` (lr x gamma at each milestone epoch), ``cosine`` (to 0 over the run),
               ``constant``. Milestones are epochs; warmup_epochs ramps the lr linearly from 0.
+    batch_size: the global batch: a run of N processes trains on batch_size / N per process, and the lr is
+              that of the global batch (the same config gives the same optimisation on 1 or N processes).
     """
 
     name: str = "sgd"
@@ -283,6 +285,7 @@ class RunConfig:
              for 30 epochs): it depends on the machine, so the default stays torch's. The thread count can change
              the last digits of a result (float sums in another order).
     out_dir: the run folder; empty: ``runs/<date-time>-<method>-<data>``, chosen when the run starts.
+    distributed: settings of a run over several processes (:class:`DistributedConfig`).
     """
 
     method: str = "ce"

@@ -81,12 +81,16 @@ class SampleStore:
 
     def synchronize(self) -> None:
         """Apply every other rank's writes since the last call (module docstring); a no-op on one process.
-        Exchanges the list of writes (name, column, length) first, then per entry and column one gather of the
-        indices and one of the values."""
+        Sums the number of writes first (nothing more when no rank wrote), then exchanges the list of writes
+        (name, column, length), then per entry and column gathers the indices and the values."""
         procs = self.processes
         if procs is None or procs.world_size == 1:
             return
         pending, self._pending = self._pending, []
+        # most steps of most methods write nothing: one small sum says so without the exchange of a listing
+        count = torch.tensor([len(pending)], dtype=torch.int64, device=self.device)
+        if procs.all_reduce_sum_(count, "the count of per-sample store writes").item() == 0:
+            return
         listing = procs.all_gather_object([(name, column, len(idx)) for name, column, idx, _ in pending],
                                           "the exchange of per-sample store writes")
         keys = sorted({(name, column) for writes in listing for name, column, _ in writes})
