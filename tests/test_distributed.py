@@ -163,6 +163,42 @@ def test_every_method_keeps_the_distributed_contract(method, contract_runs):
     assert summary["processes"] == {"world_size": 2, "backend": "gloo", "sync_batchnorm": False}
 
 
+def test_every_method_runs_with_synchronised_batchnorm(tmp_path):
+    """Synchronised BatchNorm makes every BatchNorm forward a collective: it needs every process to call each
+    network the same number of times per step, which every registered method does (else this launch would stop
+    at the timeout)."""
+    contract_teacher()
+    methods = list_methods()
+    runs = [{"name": m, "config": dist_config(m, tmp_path / m, **{"distributed.sync_batchnorm": True,
+                                                                   "distributed.timeout_s": 60.0})} for m in methods]
+    done = torchrun(tmp_path, {"runs": runs, "own_group": True})
+    assert done.returncode == 0, done.stderr[-4000:]
+    for method in methods:
+        rank0, rank1 = dumps(tmp_path, method)
+        assert_same_tensors(rank0["store"], rank1["store"], f"{method} store")
+        assert_same_tensors(rank0["weights"], rank1["weights"], f"{method} weights")
+
+
+def test_three_processes_split_batches_and_keep_one_store(tmp_path):
+    """A world size that is not a power of two: batch 66, 321 samples -> 4 batches of 66 (22 per process) and
+    one of 57 (19 each); BatchNorm averaged over 3 processes."""
+    contract_teacher()
+    runs = [{"name": m, "config": dist_config(m, tmp_path / m, **{"optim.batch_size": 66})}
+            for m in ("bkd", "contract_toy")]
+    done = torchrun(tmp_path, {"runs": runs, "own_group": True}, nproc=3)
+    assert done.returncode == 0, done.stderr[-4000:]
+    train = np.flatnonzero(np.load(tmp_path / "bkd" / "samples.npz")["in_train"] == 1)
+    for method in ("bkd", "contract_toy"):
+        ranks = dumps(tmp_path, method, nproc=3)
+        for epoch in range(EPOCHS):
+            parts = [[b for e, b in d["batches"] if e == epoch] for d in ranks]
+            assert all([len(b) for b in p] == [22, 22, 22, 22, 19] for p in parts)
+            assert np.array_equal(np.sort(np.concatenate([np.concatenate(p) for p in parts])), train)
+        for other in ranks[1:]:
+            assert_same_tensors(ranks[0]["store"], other["store"], f"{method} store")
+            assert_same_tensors(ranks[0]["weights"], other["weights"], f"{method} weights")
+
+
 def test_store_written_in_training_steps_is_complete_on_every_rank(contract_runs):
     """BKD records P_T / P_S / P_A of every training pass in its step: each rank trains on half the samples, yet
     every rank's store has a value for every training sample and epoch, and none for the others."""
@@ -202,10 +238,11 @@ def test_two_processes_match_one_with_synchronised_batchnorm(tmp_path):
 # ------------------------------------------------------------------------------------------------------------
 # resumption, dead and silent processes
 
-def test_a_killed_distributed_run_resumes_to_the_uninterrupted_result(tmp_path, contract_runs):
+@pytest.mark.parametrize("method", ["bkd", "modul"])  # per-step store writes; the method's generator in steps
+def test_a_killed_distributed_run_resumes_to_the_uninterrupted_result(method, tmp_path, contract_runs):
     tmp, _ = contract_runs
-    reference = dumps(tmp, "bkd")[0]
-    cfg = dist_config("bkd", tmp_path / "killed")
+    reference = dumps(tmp, method)[0]
+    cfg = dist_config(method, tmp_path / "killed")
     killed = torchrun(tmp_path, {"runs": [{"name": "killed", "config": cfg}], "kill": [1, 2, 1]})
     assert killed.returncode != 0  # rank 1 SIGKILLed mid-epoch 2; torchrun stops rank 0
     assert (tmp_path / "killed" / "checkpoints" / "last.pt").is_file()
@@ -232,7 +269,7 @@ def test_a_store_changed_in_place_stops_the_run_naming_the_entry(tmp_path):
     cfg = {**dist_config("ce", tmp_path / "run", **{"optim.epochs": 1}), "method": "inplace_toy"}  # registered there
     done = torchrun(tmp_path, {"runs": [{"name": "inplace", "config": cfg}], "inplace_toy": True})
     assert done.returncode != 0
-    assert "per-sample store entries ['seen'] differ between the processes" in done.stderr
+    assert "store entry 'seen' differ between the processes: a method changed the store in place" in done.stderr
     assert "ctx.store.write" in done.stderr
 
 

@@ -120,7 +120,9 @@ class OptimConfig:
     schedule: ``multistep`` (lr x gamma at each milestone epoch), ``cosine`` (to 0 over the run),
               ``constant``. Milestones are epochs; warmup_epochs ramps the lr linearly from 0.
     batch_size: the global batch: a run of N processes trains on batch_size / N per process, and the lr is
-              that of the global batch (the same config gives the same optimisation on 1 or N processes).
+              that of the global batch. A loss that is a mean over the batch gets the same gradient on 1 or N
+              processes; what a method decides per batch (small-loss selection, mixing partners, means over a
+              data-dependent part of the batch) acts on each process's part.
     """
 
     name: str = "sgd"
@@ -221,7 +223,8 @@ class DistributedConfig:
     backend:        ``auto`` (NCCL on GPUs, gloo on the CPU), ``nccl`` or ``gloo``.
     sync_batchnorm: BatchNorm statistics over the global batch instead of each process's part (torch's
                     SyncBatchNorm on GPUs, the engine's own on the CPU): what makes N processes compute what one
-                    process does; costs two all-reduces per BatchNorm layer per forward pass.
+                    process does; costs collectives in every BatchNorm layer's forward and backward, so every
+                    process must call each network equally often per step (every registered method does).
     timeout_s:      how long a process waits for the others in one collective before it stops with an error
                     (a process died or hangs). torch's default is 30 minutes; checkpoint saving and the
                     methods' scoring passes take well under that.

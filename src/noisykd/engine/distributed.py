@@ -241,7 +241,12 @@ def resolve_backend(backend: str, device: torch.device) -> str:
 
 
 def process_device(device: torch.device) -> torch.device:
-    """The device of this process: ``cuda`` becomes ``cuda:LOCAL_RANK`` under torchrun (one GPU per process)."""
+    """The device of this process: ``cuda`` becomes ``cuda:LOCAL_RANK`` under torchrun (one GPU per process);
+    a fixed ``cuda:N`` with several processes would put them all on one GPU: a ConfigError."""
+    several = launched_by_torchrun() and int(os.environ.get("WORLD_SIZE", 1)) > 1
+    if device.type == "cuda" and device.index is not None and several:
+        raise ConfigError(f"device={device} would put every process on one GPU; with several processes use device=cuda "
+                          "(or auto): process r of a machine takes GPU r (its LOCAL_RANK)")
     if device.type == "cuda" and device.index is None and launched_by_torchrun():
         local = int(os.environ.get("LOCAL_RANK", 0))
         if local >= torch.cuda.device_count():
@@ -256,6 +261,8 @@ def join_processes(backend: str, device: torch.device, timeout_s: float) -> Iter
     """The :class:`Processes` of this run: a process group already initialised by the caller is used as it
     is; under torchrun one is created (and destroyed at the end); otherwise a single process."""
     if dist.is_available() and dist.is_initialized():
+        if device.type == "cuda":  # object collectives use the current device: this process's GPU
+            torch.cuda.set_device(device)
         yield Processes(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)),
                         dist.get_backend(), timeout_s)
         return

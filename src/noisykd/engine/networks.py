@@ -60,20 +60,26 @@ class NetworkSet:
         processes.broadcast_tensors(tensors, "the broadcast of the initial weights")
 
     def agree_buffers(self, processes) -> None:
-        """After an epoch, make the buffers of the trainable and shadow networks equal on every rank: floating
-        buffers (BatchNorm running statistics, gathered each on its rank's part of the batches) are averaged
-        over the ranks (timm's ``dist_bn=reduce``); with synchronised BatchNorm they are equal already and rank
-        0's are kept bit for bit; integer buffers (batch counters) are equal on every rank and taken from rank 0."""
+        """After an epoch, make the buffers of the trainable and shadow networks equal on every rank. BatchNorm
+        running statistics, gathered by each rank on its part of the batches, are averaged over the ranks
+        (timm's ``dist_bn=reduce``); with synchronised BatchNorm they are equal already. Every other buffer
+        (batch counters, a network's own buffers), and the running statistics under synchronised BatchNorm, are
+        taken from rank 0, bit for bit."""
         if processes.world_size == 1:
             return
-        buffers = [b for n in self.all if n.role is not Role.FROZEN for b in n.module.buffers()]
-        floating = [b for b in buffers if b.is_floating_point()]
-        if self.sync_batchnorm:
-            processes.broadcast_tensors(buffers, "the agreement of network buffers")
-        else:
-            processes.average_tensors(floating, "the averaging of BatchNorm statistics")
-            processes.broadcast_tensors([b for b in buffers if not b.is_floating_point()],
-                                        "the agreement of network buffers")
+        averaged: list[torch.Tensor] = []
+        if not self.sync_batchnorm:
+            averaged = [b for n in self.all if n.role is not Role.FROZEN for m in n.module.modules()
+                        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+                        for b in (m.running_mean, m.running_var)]
+        chosen = {id(b) for b in averaged}
+        rest = [b for n in self.all if n.role is not Role.FROZEN for b in n.module.buffers() if id(b) not in chosen]
+        processes.average_tensors(averaged, "the averaging of BatchNorm statistics")
+        processes.broadcast_tensors(rest, "the agreement of network buffers")
+
+    def digests(self) -> dict[str, str]:
+        """SHA-256 of the state of each trainable and shadow network, by name."""
+        return {n.name: fingerprint(n.module) for n in self.all if n.role is not Role.FROZEN}
 
     def parameter_groups(self, weight_decay: float) -> list[dict]:
         """Optimiser parameter groups of the trainable networks, in the order the networks were added:

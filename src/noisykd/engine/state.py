@@ -6,10 +6,11 @@ exported at the end of a run (NPZ with every entry, CSV with the one-value-per-s
 
 In a distributed run every rank holds the whole store: a write is applied at once on the rank that made it and
 kept; the engine calls :meth:`SampleStore.synchronize` after every training step and after each hook that may
-write (a collective every rank makes at the same points, however many writes each made), which applies every
-other rank's writes of that window, in rank order. Writes from training steps touch disjoint indices (each
-sample is in one rank's part of one batch per epoch); writes made by every rank alike (from full-store
-decisions such as BKD's Otsu split) carry equal values, so the order does not matter.
+write (a collective every rank makes at the same points, however many writes each made), which replays every
+rank's writes of that window on every rank, in rank order. Writes from training steps touch disjoint indices
+(each sample is in one rank's part of one batch per epoch); writes made by every rank alike (from full-store
+decisions such as BKD's Otsu split) end as the highest rank's, the same everywhere even if a GPU computed them
+with other rounding on another rank.
 """
 
 from __future__ import annotations
@@ -66,12 +67,29 @@ class SampleStore:
     def names(self) -> list[str]:
         return list(self._tensors)
 
-    def write(self, name: str, indices: torch.Tensor, values: torch.Tensor, column: int | None = None) -> None:
-        """Set rows ``indices`` (B dataset indices) of ``name`` to ``values`` (B x *tail), or one column of a
-        (N x E) history when ``column`` is given (e.g. the epoch)."""
+    def write(self, name: str, indices: torch.Tensor, values: torch.Tensor | float, column: int | None = None) -> None:
+        """Set rows ``indices`` of ``name`` to ``values``, or one column of a (N x E) history when ``column`` is
+        given (e.g. the epoch). ``indices``: (B,) integer dataset indices, or a (num_samples,) boolean mask;
+        ``values``: (B x *tail), or anything that broadcasts to it (a scalar for every row)."""
         target = self._tensors[name]
-        values = values.detach().to(device=target.device, dtype=target.dtype)
-        indices = indices.to(target.device)
+        indices = torch.as_tensor(indices, device=target.device)
+        if indices.dtype == torch.bool:
+            if indices.shape != (self.num_samples,):
+                raise ContractError(f"store.write({name!r}): a boolean mask must have one value per sample "
+                                    f"({self.num_samples}), got shape {tuple(indices.shape)}")
+            indices = indices.nonzero()[:, 0]
+        if indices.is_floating_point() or indices.is_complex() or indices.ndim != 1:
+            raise ContractError(f"store.write({name!r}): indices must be a 1-D integer tensor of dataset indices (or a "
+                                f"boolean mask), got {indices.dtype} of shape {tuple(indices.shape)}")
+        indices = indices.long()
+        shape = (len(indices), *(target.shape[1:] if column is None else target.shape[2:]))
+        values = torch.as_tensor(values).detach().to(device=target.device, dtype=target.dtype)
+        try:
+            values = values.expand(shape)
+        except RuntimeError:
+            raise ContractError(f"store.write({name!r}): values of shape {tuple(values.shape)} do not fit {len(indices)} "
+                                f"rows of entry {name!r} {tuple(target.shape)}"
+                                f"{'' if column is None else f' at column {column}'}") from None
         if column is None:
             target[indices] = values
         else:
@@ -80,9 +98,11 @@ class SampleStore:
             self._pending.append((name, -1 if column is None else int(column), indices.clone(), values.clone()))
 
     def synchronize(self) -> None:
-        """Apply every other rank's writes since the last call (module docstring); a no-op on one process.
-        Sums the number of writes first (nothing more when no rank wrote), then exchanges the list of writes
-        (name, column, length), then per entry and column gathers the indices and the values."""
+        """Make the store equal on every rank (module docstring); a no-op on one process. Sums the number of
+        writes first (nothing more when no rank wrote), then exchanges the list of writes (name, column,
+        length), gathers their indices and values per entry and column, and replays every write, this rank's
+        own included, in rank order and each rank's order: every rank ends with the same rows, also where two
+        ranks wrote the same row differently (the highest rank's write is the last)."""
         procs = self.processes
         if procs is None or procs.world_size == 1:
             return
@@ -93,46 +113,33 @@ class SampleStore:
             return
         listing = procs.all_gather_object([(name, column, len(idx)) for name, column, idx, _ in pending],
                                           "the exchange of per-sample store writes")
-        keys = sorted({(name, column) for writes in listing for name, column, _ in writes})
-        for name, column in keys:
+        gathered: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        for name, column in sorted({(name, column) for writes in listing for name, column, _ in writes}):
             target = self._tensors[name]
-            tail = target.shape[1:] if column < 0 else ()
+            tail = target.shape[1:] if column < 0 else target.shape[2:]
             mine = [(idx, val) for n, c, idx, val in pending if (n, c) == (name, column)]
             idx = torch.cat([i for i, _ in mine]) if mine else torch.zeros(0, dtype=torch.int64, device=self.device)
             val = (torch.cat([v for _, v in mine]) if mine
                    else torch.zeros((0, *tail), dtype=target.dtype, device=self.device))
             counts = [sum(n for nm, c, n in writes if (nm, c) == (name, column)) for writes in listing]
             what = f"the gather of store entry {name!r}"
-            all_idx = procs.gather_rows(idx, counts, what)
-            all_val = procs.gather_rows(val, counts, what)
-            start = 0
-            for rank, writes in enumerate(listing):
-                for nm, c, n in writes:  # each write on its own, in its rank's order
-                    if (nm, c) != (name, column):
-                        continue
-                    if rank != procs.rank:
-                        rows, values = all_idx[start:start + n], all_val[start:start + n]
-                        if column < 0:
-                            target[rows] = values
-                        else:
-                            target[rows, column] = values
-                    start += n
+            gathered[(name, column)] = (procs.gather_rows(idx, counts, what), procs.gather_rows(val, counts, what))
+        offset = dict.fromkeys(gathered, 0)
+        for writes in listing:  # rank 0's writes in its order, then rank 1's, ...
+            for name, column, n in writes:
+                all_idx, all_val = gathered[(name, column)]
+                start = offset[(name, column)]
+                rows, values = all_idx[start:start + n], all_val[start:start + n]
+                offset[(name, column)] = start + n
+                if column < 0:
+                    self._tensors[name][rows] = values
+                else:
+                    self._tensors[name][rows, column] = values
 
-    def check_same_on_every_rank(self) -> None:
-        """Distributed runs, after each epoch: a ContractError naming the entries whose contents differ between
-        ranks: a method changed them in place (``store[name][rows] = ...``) instead of through :meth:`write`,
-        and the change stayed on one process."""
-        procs = self.processes
-        if procs is None or procs.world_size == 1:
-            return
-        digests = {name: hashlib.sha256(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy()).hexdigest()
-                   for name, t in self._tensors.items()}
-        every = procs.all_gather_object(digests, "the check of the per-sample store")
-        differ = sorted({name for d in every for name in set(d) | set(digests) if d.get(name) != digests.get(name)})
-        if differ:
-            raise ContractError(f"per-sample store entries {differ} differ between the processes: a method changed them "
-                                "in place (ctx.store[name][rows] = ...); write with ctx.store.write(name, indices, "
-                                "values), which every process sees")
+    def digests(self) -> dict[str, str]:
+        """SHA-256 of every entry's bytes, by name (distributed runs compare them between ranks)."""
+        return {name: hashlib.sha256(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy()).hexdigest()
+                for name, t in self._tensors.items()}
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """CPU copies of every entry (for checkpoints)."""

@@ -53,7 +53,7 @@ class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
                 factor = 1.0 / float(self.num_batches_tracked)
         dims = [0, *range(2, input.dim())]
         shape = [1, -1] + [1] * (input.dim() - 2)
-        x = input.float()
+        x = input if input.dtype == torch.float64 else input.float()
         count = torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype, device=x.device)
         totals = all_reduce(torch.cat([x.sum(dims), count]))
         n = totals[-1].detach()
@@ -63,7 +63,7 @@ class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         out = centred * torch.rsqrt(var + self.eps).view(shape)
         if self.affine:
             out = out * self.weight.view(shape) + self.bias.view(shape)
-        if self.track_running_stats:
+        if self.track_running_stats and float(n) > 0:
             with torch.no_grad():
                 self.running_mean.mul_(1 - factor).add_(mean.detach(), alpha=factor)
                 unbiased = var.detach() * n / max(float(n) - 1, 1.0)

@@ -142,27 +142,35 @@ class Trainer:
         existed = folder.path.exists()
         writer = procs.is_writer
         with contextlib.ExitStack() as stack:
-            def claim_folder() -> dict | None:  # rank 0 only; its result (or error) reaches every rank
+            loaded: dict = {}
+
+            def claim_folder() -> str | None:  # rank 0 only; its result (or error) reaches every rank
                 folder.check_writable()
                 stack.enter_context(folder.lock())
-                return self._resume_state(resume, extend) if resume else self._check_new_run(folder)
+                if not resume:
+                    return self._check_new_run(folder)
+                path, loaded["checkpoint"] = self._resume_state(resume, extend)
+                return str(path)
 
-            checkpoint = procs.on_writer(claim_folder, "the check of the run folder")
+            path = procs.on_writer(claim_folder, "the check of the run folder")
+            checkpoint = None if path is None else self._checkpoint_on_every_rank(path, loaded.get("checkpoint"))
+
+            def start_outputs() -> None:  # rank 0 only
+                self._write_run_inputs(resumed=checkpoint is not None)
+                stack.enter_context(_log_to_file(self.out_dir / "train.log"))
+                if self.config.log.tensorboard:
+                    self.tensorboard = stack.enter_context(_tensorboard(self.out_dir / "tensorboard"))
+                folder.clear_finished()
+
             try:
                 stack.enter_context(_torch_threads(self.config.threads))
                 self.build(checkpoint)
-                if writer:
-                    self._write_run_inputs(resumed=checkpoint is not None)
-                    stack.enter_context(_log_to_file(self.out_dir / "train.log"))
+                procs.on_writer(start_outputs, "the start of the run folder")
                 log.info(f"training labels: {self.data.noisy.describe()}")  # the realised counts, every run
                 if procs.distributed:
                     log.info(f"data parallel over {procs.world_size} processes ({procs.backend}): global batch "
                              f"{self.config.optim.batch_size}, {self.config.optim.batch_size // procs.world_size} "
                              "per process")
-                if writer and self.config.log.tensorboard:
-                    self.tensorboard = stack.enter_context(_tensorboard(self.out_dir / "tensorboard"))
-                if writer:
-                    folder.clear_finished()
                 self.method.on_train_start(resumed=checkpoint is not None)
                 self.store.synchronize()
                 for epoch in range(self.epoch, self.config.optim.epochs):
@@ -174,8 +182,8 @@ class Trainer:
                     if not existed:
                         shutil.rmtree(folder.path, ignore_errors=True)
                 raise
-            if writer:
-                folder.mark_finished(self.config.optim.epochs)  # last: only now is the run finished
+            # last: only now is the run finished
+            procs.on_writer(lambda: folder.mark_finished(self.config.optim.epochs), "the end of the run")
         return result
 
     def _check_new_run(self, folder: RunFolder) -> None:
@@ -190,14 +198,31 @@ class Trainer:
         folder.clear_leftovers()  # a run killed before its first checkpoint: start again
         return None
 
-    def _resume_state(self, resume: bool | str | Path, extend: bool) -> dict:
+    def _resume_state(self, resume: bool | str | Path, extend: bool) -> tuple[Path, dict]:
+        """The checkpoint to resume from, checked against this run: (its path, its contents)."""
         path = find_resume_checkpoint(self.out_dir if resume is True else resume)
         checkpoint = load_checkpoint(path)
         _check_resumable(checkpoint, path)
         _check_same_world_size(checkpoint, path, self.processes.world_size)
         check_same_run(checkpoint["config"], self.config, extend=extend, epochs_done=checkpoint["epoch"])
         log.info(f"resuming from {path} (epoch {checkpoint['epoch']} done)")
-        return checkpoint
+        return path, checkpoint
+
+    def _checkpoint_on_every_rank(self, path: str, checkpoint: dict | None) -> dict:
+        """The checkpoint rank 0 checked (``checkpoint`` on rank 0): every other rank reads the file itself
+        where it sees it (a shared run folder); only when some rank cannot does rank 0 send it its copy."""
+        procs = self.processes
+        if procs.world_size == 1:
+            return checkpoint
+        if not procs.is_writer:
+            try:
+                checkpoint = load_checkpoint(Path(path))
+            except (OSError, CheckpointError):
+                checkpoint = None
+        if all(procs.all_gather_object(checkpoint is not None, "the reading of the checkpoint")):
+            return checkpoint
+        sent = procs.broadcast_object(checkpoint if procs.is_writer else None, "the sending of the checkpoint")
+        return checkpoint if checkpoint is not None else sent
 
     def _write_run_inputs(self, resumed: bool) -> None:
         """``config.yaml`` and ``noisy_labels.npz``: written by a new run (and by an extended one: its epochs
@@ -249,6 +274,8 @@ class Trainer:
         self.view_pipelines = self._build_view_pipelines()
         self.nets = NetworkSet(self.method.networks(), self.device, cfg.channels_last,
                                sync_batchnorm=cfg.distributed.sync_batchnorm and procs.world_size > 1)
+        procs.check_same((_config_fingerprint(cfg), self.nets.frozen_fingerprints),
+                         "the run's config (method, data, labels, network, optimiser, seeds...) or a frozen teacher")
         optimizer = self._make_optimizer(self.nets.parameter_groups(cfg.optim.weight_decay))
         self.step_fn = TrainStep(optimizer, cfg.amp, self.device, procs if procs.distributed else None)
         self.epoch, self.step, self.history = 0, 0, []
@@ -310,7 +337,7 @@ class Trainer:
         """One epoch: every training sample once, in a fresh random order; then evaluation, the method's
         end-of-epoch hook, the metrics row, a checkpoint and a log line."""
         cfg, procs = self.config, self.processes
-        if procs.distributed:
+        if procs.world_size > 1:
             self._seed_rank_streams(epoch)
         self.method.on_epoch_start(epoch)
         self.nets.train(True)
@@ -349,7 +376,7 @@ class Trainer:
             row.update(self.evaluate())
         extra = self.method.on_epoch_end(epoch, _method_metrics(reduced)) or {}
         self.store.synchronize()
-        self.store.check_same_on_every_rank()
+        self._check_ranks_agree()
         clashes = sorted(set(extra) & (set(row) | {"img_per_s", "epoch_time_s"}))
         if clashes:
             raise ContractError(f"{self.method.name}.on_epoch_end returned {clashes}, which are the engine's columns")
@@ -357,13 +384,39 @@ class Trainer:
         row.update({"img_per_s": meter.seen / train_time, "epoch_time_s": train_time})
         self.history.append(row)
         self.epoch = epoch + 1
-        if procs.is_writer:
-            self._checkpoint(row)
+        procs.on_writer(lambda: self._checkpoint(row), "the checkpoint")
         log.info(epoch_line(row, cfg.optim.epochs))
         if getattr(self, "tensorboard", None) is not None:
             for key, value in row.items():
                 if isinstance(value, (int, float)) and key != "epoch":
                     self.tensorboard.add_scalar(key, value, epoch + 1)
+
+    def _check_ranks_agree(self) -> None:
+        """Distributed runs, after each epoch: a ContractError unless the per-sample store, the networks and the
+        method's state are bit for bit the same on every rank, naming what differs and the likely cause."""
+        procs = self.processes
+        if procs.world_size == 1:
+            return
+        import hashlib
+        import io
+
+        buffer = io.BytesIO()
+        torch.save(self.method.state_dict(), buffer)
+        mine = {**{f"store entry {k!r}": v for k, v in self.store.digests().items()},
+                **{f"network {k!r}": v for k, v in self.nets.digests().items()},
+                "the method's state (state_dict)": hashlib.sha256(buffer.getvalue()).hexdigest()}
+        every = procs.all_gather_object(mine, "the check that the processes agree")
+        differ = sorted({k for d in every for k in set(d) | set(mine) if d.get(k) != mine.get(k)})
+        if not differ:
+            return
+        if all(k.startswith("store entry") for k in differ):
+            raise ContractError(f"{', '.join(differ)} differ between the processes: a method changed the store in place "
+                                "(ctx.store[name][rows] = ...); write with ctx.store.write(name, indices, values), "
+                                "which every process sees")
+        raise ContractError(f"{', '.join(differ)} differ between the processes after epoch {self.epoch + 1}: a "
+                            f"method's state must come from what every process sees alike (the store, the reduced "
+                            "metrics, ctx.iterate_train, ctx.generator), not from its own part of the batches or the "
+                            "global random generator")
 
     def _seed_rank_streams(self, epoch: int) -> None:
         """Distributed runs: this rank's augmentation generator and torch's global generator (dropout) start the
@@ -544,8 +597,12 @@ class Trainer:
             summary["processes"] = {"world_size": self.processes.world_size, "backend": self.processes.backend,
                                     "sync_batchnorm": self.config.distributed.sync_batchnorm}
         self.outputs = outputs
-        if not self.processes.is_writer:
-            return RunResult(out, self.history, summary)
+        self.processes.on_writer(lambda: self._write_outputs(outputs, summary, calibration), "the final outputs")
+        return RunResult(out, self.history, summary)
+
+    def _write_outputs(self, outputs, summary: dict, calibration: Reliability | None) -> None:
+        """Rank 0: samples.npz/csv, summary.json, the plots and the method's reports."""
+        out, rows = self.out_dir, self.data.train.indices
         self.store.export(out / "samples.npz", out / "samples.csv", columns=outputs.columns, rows=rows)
         report.write_json(summary, out / "summary.json")
         title = f"{self.config.method} on {self.config.data.spec}"
@@ -558,7 +615,6 @@ class Trainer:
             truth = GroundTruth(clean_label=noisy.clean, is_noisy=noisy.is_noisy.astype(bool),
                                 is_open_set=np.asarray(noisy.is_open_set, dtype=bool))
         self.method.write_reports(out, self.history, truth)
-        return RunResult(out, self.history, summary)
 
 
 #: Config keys that may differ between a run and its resumption: where it runs and writes, not what it computes.
@@ -686,6 +742,12 @@ def _data_fingerprint(data: PreparedData) -> str:
         digest.update(np.ascontiguousarray(array).tobytes())
     digest.update(str(data.num_samples).encode())
     return digest.hexdigest()
+
+
+def _config_fingerprint(config: RunConfig) -> dict:
+    """The config keys that decide what a run computes (not where it runs or writes): equal on every rank."""
+    return {k: v for k, v in _flatten(config.to_dict()).items()
+            if k.split(".")[0] not in RESUME_MAY_CHANGE and k not in RESUME_MAY_CHANGE}
 
 
 @contextlib.contextmanager
