@@ -239,7 +239,8 @@ def test_digits_openset_preset_trains_its_teacher_and_reports_the_split(tmp_path
 
 
 def test_speed_distributed_runs_one_and_two_processes(tmp_path):
-    """The data-parallel benchmark's plumbing: real runs of 1 process, torchrun with 1 and with 2 processes."""
+    """The data-parallel benchmark's plumbing: real runs of 1 process, torchrun with 1 and with 2 processes
+    (the launch with 2 processes itself is tested in test_distributed.py; here the table and its numbers)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import speed_distributed
 

@@ -400,8 +400,8 @@ class Trainer:
         import hashlib
         import io
 
-        buffer = io.BytesIO()
-        torch.save(self.method.state_dict(), buffer)
+        buffer = io.BytesIO()  # on the CPU: a tensor's device (cuda:0, cuda:1) is part of what torch.save writes
+        torch.save(_on_cpu(self.method.state_dict()), buffer)
         mine = {**{f"store entry {k!r}": v for k, v in self.store.digests().items()},
                 **{f"network {k!r}": v for k, v in self.nets.digests().items()},
                 "the method's state (state_dict)": hashlib.sha256(buffer.getvalue()).hexdigest()}
@@ -742,6 +742,17 @@ def _data_fingerprint(data: PreparedData) -> str:
         digest.update(np.ascontiguousarray(array).tobytes())
     digest.update(str(data.num_samples).encode())
     return digest.hexdigest()
+
+
+def _on_cpu(obj):
+    """``obj`` (nested dicts, lists, tuples) with every tensor copied to the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _on_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_on_cpu(v) for v in obj)
+    return obj
 
 
 def _config_fingerprint(config: RunConfig) -> dict:
