@@ -2,7 +2,8 @@
 
     python -m torch.distributed.run --standalone --nproc_per_node 2 tests/dist_worker.py SPEC.json
 
-SPEC.json: ``runs``, a list of {``name``, ``config`` (a run config as a dict), ``resume`` (bool, optional)},
+SPEC.json: ``runs``, a list of {``name``, ``config`` (a run config as a dict), ``resume`` (bool, optional),
+``may_fail`` (bool: a noisykd error is dumped as ``{"error": message}`` and the next run starts)},
 trained one after the other; ``dump``, a folder where each rank writes ``NAME-rank{R}.pt`` per run (history,
 summary, store, weights, per-sample outputs, the indices of every batch it trained on and the files it opened
 for writing under the run folder); optionally ``kill`` / ``hang`` ([epoch, step_in_epoch, rank]: that rank
@@ -92,7 +93,10 @@ def main() -> int:
             result = trainer.run(resume=bool(run.get("resume")))
         except NoisyKDError as e:
             print(f"error: {e}", file=sys.stderr)
-            return 2
+            if not run.get("may_fail"):
+                return 2
+            torch.save({"error": str(e)}, Path(spec["dump"]) / f"{run['name']}-rank{rank}.pt")
+            continue
         outputs = trainer.method.sample_outputs()
         torch.save({
             "history": result.history,

@@ -163,20 +163,39 @@ def test_every_method_keeps_the_distributed_contract(method, contract_runs):
     assert summary["processes"] == {"world_size": 2, "backend": "gloo", "sync_batchnorm": False}
 
 
-def test_every_method_runs_with_synchronised_batchnorm(tmp_path):
-    """Synchronised BatchNorm makes every BatchNorm forward a collective: it needs every process to call each
-    network the same number of times per step, which every registered method does (else this launch would stop
-    at the timeout)."""
+@pytest.fixture(scope="module")
+def syncbn_runs(tmp_path_factory):
+    """Every registered method, 1 epoch on 2 processes with synchronised BatchNorm, then ``inplace_toy`` (a
+    method that breaks the store rule), in one launch."""
+    tmp = tmp_path_factory.mktemp("dist-syncbn")
     contract_teacher()
     methods = list_methods()
-    runs = [{"name": m, "config": dist_config(m, tmp_path / m, **{"distributed.sync_batchnorm": True, "optim.epochs": 1,
-                                                                   "distributed.timeout_s": 60.0})} for m in methods]
-    done = torchrun(tmp_path, {"runs": runs, "own_group": True})
+    runs = [{"name": m, "config": dist_config(m, tmp / m, **{"distributed.sync_batchnorm": True, "optim.epochs": 1,
+                                                              "data.train_subset": 192, "distributed.timeout_s": 60.0})}
+            for m in methods]
+    runs.append({"name": "inplace", "may_fail": True,  # registered in the worker only
+                 "config": {**dist_config("ce", tmp / "inplace", **{"optim.epochs": 1}), "method": "inplace_toy"}})
+    done = torchrun(tmp, {"runs": runs, "own_group": True, "inplace_toy": True})
     assert done.returncode == 0, done.stderr[-4000:]
+    return tmp, methods
+
+
+def test_every_method_runs_with_synchronised_batchnorm(syncbn_runs):
+    """Synchronised BatchNorm makes every BatchNorm forward a collective: it needs every process to call each
+    network the same number of times per step, which every registered method does (else the launch would stop
+    at the timeout)."""
+    tmp, methods = syncbn_runs
     for method in methods:
-        rank0, rank1 = dumps(tmp_path, method)
+        rank0, rank1 = dumps(tmp, method)
         assert_same_tensors(rank0["store"], rank1["store"], f"{method} store")
         assert_same_tensors(rank0["weights"], rank1["weights"], f"{method} weights")
+
+
+def test_a_store_changed_in_place_stops_the_run_naming_the_entry(syncbn_runs):
+    tmp, _ = syncbn_runs
+    for dump in dumps(tmp, "inplace"):  # both processes stop, with the same message
+        assert "store entry 'seen' differ between the processes: a method changed the store in place" in dump["error"]
+        assert "ctx.store.write" in dump["error"]
 
 
 def test_three_processes_split_batches_and_keep_one_store(tmp_path):
@@ -263,14 +282,6 @@ def test_a_silent_process_stops_the_others_with_a_message(tmp_path):
     done = torchrun(tmp_path, {"runs": [{"name": "hang", "config": cfg}], "hang": [0, 1, 1]}, timeout=120)
     assert done.returncode != 0
     assert "no answer from the other processes" in done.stderr and "distributed.timeout_s" in done.stderr
-
-
-def test_a_store_changed_in_place_stops_the_run_naming_the_entry(tmp_path):
-    cfg = {**dist_config("ce", tmp_path / "run", **{"optim.epochs": 1}), "method": "inplace_toy"}  # registered there
-    done = torchrun(tmp_path, {"runs": [{"name": "inplace", "config": cfg}], "inplace_toy": True})
-    assert done.returncode != 0
-    assert "store entry 'seen' differ between the processes: a method changed the store in place" in done.stderr
-    assert "ctx.store.write" in done.stderr
 
 
 def test_devices_option_launches_the_processes(tmp_path):
