@@ -48,15 +48,13 @@ _TRANSPORT = {torch.bool: torch.uint8, torch.float16: torch.float32, torch.bfloa
 
 @dataclass
 class Processes:
-    """This process's place in the run: rank, world size, local rank (device index on its machine), backend
-    (None: a single process without a process group), the timeout of a collective."""
+    """This process's place in the run: rank, world size, backend (None: a single process without a process
+    group), the timeout of a collective. (Its GPU, the local rank's, is chosen by :func:`process_device`.)"""
 
     rank: int = 0
     world_size: int = 1
-    local_rank: int = 0
     backend: str | None = None
     timeout_s: float = 1800.0
-    owns_group: bool = False
 
     @property
     def distributed(self) -> bool:
@@ -67,10 +65,6 @@ class Processes:
     def is_writer(self) -> bool:
         """Rank 0 writes the run folder, checkpoints, logs and plots; the other ranks write nothing."""
         return self.rank == 0
-
-    def describe(self) -> str:
-        return (f"{self.world_size} processes ({self.backend}), this is rank {self.rank}" if self.distributed
-                else "1 process")
 
     # --- error handling -----------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -263,8 +257,7 @@ def join_processes(backend: str, device: torch.device, timeout_s: float) -> Iter
     if dist.is_available() and dist.is_initialized():
         if device.type == "cuda":  # object collectives use the current device: this process's GPU
             torch.cuda.set_device(device)
-        yield Processes(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)),
-                        dist.get_backend(), timeout_s)
+        yield Processes(dist.get_rank(), dist.get_world_size(), dist.get_backend(), timeout_s)
         return
     if not launched_by_torchrun():
         yield Processes()
@@ -281,8 +274,7 @@ def join_processes(backend: str, device: torch.device, timeout_s: float) -> Iter
                                f"{os.environ.get('WORLD_SIZE')}, master {os.environ.get('MASTER_ADDR')}:"
                                f"{os.environ.get('MASTER_PORT')}): {first}") from None
     try:
-        yield Processes(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)), name,
-                        timeout_s, owns_group=True)
+        yield Processes(dist.get_rank(), dist.get_world_size(), name, timeout_s)
     finally:
         with contextlib.suppress(Exception):
             dist.destroy_process_group()

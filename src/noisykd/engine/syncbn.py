@@ -97,6 +97,3 @@ def _convert_cpu(module: nn.Module) -> nn.Module:
             module.add_module(name, converted)
     return module
 
-
-def uses_batchnorm(module: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())

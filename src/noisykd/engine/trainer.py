@@ -248,7 +248,8 @@ class Trainer:
         if len(data.train) < 2 * procs.world_size:
             raise DataError(f"{cfg.data.spec}: {len(data.train)} training sample(s); BatchNorm needs at least 2 per "
                             f"process ({procs.world_size} process{'es' if procs.world_size > 1 else ''})")
-        procs.check_same(_data_fingerprint(data), "the training data (images, labels, split)")
+        if procs.world_size > 1:  # hashing every training image is for agreeing with other processes only
+            procs.check_same(_data_fingerprint(data), "the training data (images, labels, split)")
         self.feed = ImageFeed(data.train, self.device, cfg.data_on_device)
         self.clean_by_index = (torch.from_numpy(data.clean_labels).to(self.device)
                                if data.clean_labels is not None else None)
@@ -274,8 +275,9 @@ class Trainer:
         self.view_pipelines = self._build_view_pipelines()
         self.nets = NetworkSet(self.method.networks(), self.device, cfg.channels_last,
                                sync_batchnorm=cfg.distributed.sync_batchnorm and procs.world_size > 1)
-        procs.check_same((_config_fingerprint(cfg), self.nets.frozen_fingerprints),
-                         "the run's config (method, data, labels, network, optimiser, seeds...) or a frozen teacher")
+        if procs.world_size > 1:
+            procs.check_same((_config_fingerprint(cfg), self.nets.frozen_fingerprints),
+                             "the run's config (method, data, labels, network, optimiser, seeds...) or a frozen teacher")
         optimizer = self._make_optimizer(self.nets.parameter_groups(cfg.optim.weight_decay))
         self.step_fn = TrainStep(optimizer, cfg.amp, self.device, procs if procs.distributed else None)
         self.epoch, self.step, self.history = 0, 0, []
