@@ -213,6 +213,7 @@ def seed_record(run: SeedRun) -> dict:
         "test_best_oracle": s["best_test_oracle"]["test_acc"],
         "test_ece_last": s["last"].get("test_ece"),  # expected calibration error (15 bins), main head
         "calibration": s.get("calibration"),  # the last epoch's reliability bins (ECE, per-bin counts / conf. / acc.)
+        "curve": learning_curve(run.out_dir),
         "detection": {k: s["detection"].get(k) for k in ("detector", "rule", "f1", "precision", "recall", "auroc")},
         "noise_rate": s["noise"]["noise_rate"],
         "tipping": {k: split.get(k) for k in ("fitting_epoch", "fallback", "s", "mu1", "mu2")} if split else None,
@@ -220,6 +221,16 @@ def seed_record(run: SeedRun) -> dict:
         "median_img_per_s": s["median_img_per_s"],
         **distillation_record(run),
     }
+
+
+def learning_curve(run_dir: Path) -> dict:
+    """Per epoch of one run (``metrics.jsonl``): the test accuracy (None where not evaluated) and the share of
+    wrongly labelled training samples the network predicts their wrong label for (``train_fit_wrong_labels``,
+    None where the run does not know which labels are wrong): together they show memorisation, the test accuracy
+    falling while the wrong labels are learnt."""
+    rows = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines() if line]
+    return {"epoch": [r["epoch"] for r in rows], "test_acc": [r.get("test_acc") for r in rows],
+            "fit_wrong": [r.get("train_fit_wrong_labels") for r in rows]}
 
 
 def distillation_record(run: SeedRun) -> dict:
@@ -251,9 +262,19 @@ def mean_std(values: list[float]) -> str:
 def ece_cell(runs: list[dict]) -> str:
     """The last epoch's test ECE in %, mean ± std; '(n=K)' when only K of the seeds measured it (results from
     before calibration was measured have none)."""
-    values = [r.get("test_ece_last") for r in runs]
+    return partial_cell([r.get("test_ece_last") for r in runs])
+
+
+def fit_wrong_cell(runs: list[dict]) -> str:
+    """The last epoch's share of wrong training labels the network predicts (memorisation), in %, as
+    :func:`ece_cell` (results from before the curves were kept have none)."""
+    return partial_cell([((r.get("curve") or {}).get("fit_wrong") or [None])[-1] for r in runs])
+
+
+def partial_cell(values: list[float | None]) -> str:
+    """mean ± std in % of the seeds that measured the value; '(n=K)' when only K of them did."""
     measured = sum(v is not None for v in values)
-    return mean_std(values) + (f" (n={measured})" if 0 < measured < len(runs) else "")
+    return mean_std(values) + (f" (n={measured})" if 0 < measured < len(values) else "")
 
 
 def markdown(results: dict, args, command: str) -> str:
@@ -267,8 +288,8 @@ def markdown(results: dict, args, command: str) -> str:
         rate = by_method[next(iter(by_method))][0]["noise_rate"]
         lines += [f"## {label_set} (noise rate {100 * rate:.2f}%)", "",
                   "| method | test acc last | test acc best noisy-val | test acc best (oracle) | ECE last | "
-                  "detection F1 | precision | recall | AUROC | detector | s/run |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "wrong labels fit last | detection F1 | precision | recall | AUROC | detector | s/run |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for method, runs in by_method.items():
             d = [r["detection"] for r in runs]
             own_seeds = [r["seed"] for r in runs]
@@ -276,7 +297,7 @@ def markdown(results: dict, args, command: str) -> str:
             lines.append(
                 f"| {name} | {mean_std([r['test_last'] for r in runs])} | "
                 f"{mean_std([r['test_best_noisy_val'] for r in runs])} | "
-                f"{mean_std([r['test_best_oracle'] for r in runs])} | {ece_cell(runs)} | "
+                f"{mean_std([r['test_best_oracle'] for r in runs])} | {ece_cell(runs)} | {fit_wrong_cell(runs)} | "
                 f"{mean_std([x['f1'] for x in d])} | "
                 f"{mean_std([x['precision'] for x in d])} | {mean_std([x['recall'] for x in d])} | "
                 f"{mean_std([x['auroc'] for x in d])} | {d[0]['detector']} | "
@@ -289,7 +310,9 @@ def markdown(results: dict, args, command: str) -> str:
                 f"{t['fitting_epoch']}{' (fallback)' if t['fallback'] else ''} (s {t['s']:.3f}, mu1 {t['mu1']:.3f}, "
                 f"mu2 {t['mu2']:.3f})" for t in tips)]
         lines.append("")
-    lines += ["Accuracies, ECE (expected calibration error of the main prediction on the test set, 15 bins) and "
+    lines += ["Accuracies, ECE (expected calibration error of the main prediction on the test set, 15 bins), "
+              "'wrong labels fit' (the share of wrongly labelled training samples whose wrong label the network "
+              "predicts at the last epoch: memorisation) and "
               "detection metrics in %, mean ± sample std over seeds. 'best (oracle)' selects the "
               "epoch on the test set and is for analysis only. Two-model methods (CMD and its baselines) report "
               "the mean accuracy of their two models, as the CMD paper does. Detection rules:", ""]
@@ -547,6 +570,34 @@ def reliability_figure(results: dict, path: Path) -> Path | None:
     return path
 
 
+def curves_figure(results: dict, path: Path) -> Path | None:
+    """Test accuracy and wrong labels fit per epoch, every method a line (mean over its seeds with a curve), one
+    row per label set; None when no run kept its curve (results from before the curves were kept)."""
+    from noisykd.plots import plot_learning_curves
+
+    rows = {}
+    for label_set, by_method in results["runs"].items():
+        for method, runs in by_method.items():
+            curves = [r["curve"] for r in runs if r.get("curve")]
+            if curves:
+                rows.setdefault(label_set, {})[method] = mean_curve(curves)
+    if not rows:
+        return None
+    plot_learning_curves(rows, path, title=f"{results.get('model', '')}, {results.get('epochs')} epochs")
+    return path
+
+
+def mean_curve(curves: list[dict]) -> dict:
+    """The mean over seeds, epoch by epoch, of each series of :func:`learning_curve` (an epoch's mean is None when
+    any seed lacks it there); the epochs of the shortest curve."""
+    length = min(len(c["epoch"]) for c in curves)
+    mean = {"epoch": curves[0]["epoch"][:length]}
+    for key in ("test_acc", "fit_wrong"):
+        columns = zip(*(c[key][:length] for c in curves))
+        mean[key] = [None if any(v is None for v in values) else statistics.mean(values) for values in columns]
+    return mean
+
+
 def figure_caption(results: dict) -> str:
     """Which seed each panel of the reliability figure shows."""
     seeds = sorted({r["seed"] for cells in _panel_runs(results).values() for r in cells.values()})
@@ -567,6 +618,12 @@ def write_results(out: Path, results: dict, text: str, reliability: bool = False
     figure = reliability_figure(results, Path(f"{out}-reliability.png")) if reliability else None
     if figure:
         text += f"\n![Reliability diagrams, last epoch, test set]({figure.name})\n\n{figure_caption(results)}\n"
+    curves = curves_figure(results, Path(f"{out}-curves.png")) if reliability else None
+    if curves:
+        text += (f"\n![Test accuracy and wrong labels fit per epoch]({curves.name})\n\nPer epoch, mean over the "
+                 "seeds that kept their curves: the test accuracy (left) and the share of wrongly labelled training "
+                 "samples whose wrong label the network predicts (right). Memorisation shows as the test accuracy "
+                 "falling while the right-hand curve rises.\n")
     # appended, not with_suffix: a name such as "transit0.1" must keep its ".1"
     Path(f"{out}.json").write_text(json.dumps(results, indent=1))
     Path(f"{out}.md").write_text(text)

@@ -124,7 +124,11 @@ def test_comparison_merges_parts_run_side_by_side(tmp_path):
     assert all(0 <= r["test_ece_last"] <= 1 for r in runs["ce"])  # calibration of every seed's last epoch
     text = (tmp_path / "ab.md").read_text()
     assert "seeds [0, 1]" in text and "| ce |" in text and "| gce:q=0.5 (seeds [1]) |" in text
-    assert "| ECE last |" in text
+    assert "| ECE last | wrong labels fit last |" in text
+    curve = runs["ce"][0]["curve"]  # per epoch: test accuracy and the share of wrong labels fit (memorisation)
+    assert curve["epoch"] == [1] and 0 <= curve["fit_wrong"][0] <= 1 and 0 <= curve["test_acc"][0] <= 1
+    assert "![Test accuracy and wrong labels fit per epoch](ab-curves.png)" in text
+    assert (tmp_path / "ab-curves.png").stat().st_size > 10_000
     assert "--methods ce gce:q=0.5" in text  # each part's command under the table
     clash = subprocess.run([sys.executable, script, "--merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
                             str(tmp_path / "a.json"), "--out", str(tmp_path / "aba")],
@@ -214,6 +218,12 @@ def test_preset_label_sets_and_panel_seeds():
     assert panels["ce"]["seed"] == 1 and panels["nrd"]["seed"] == 1  # seed 1: the one both recorded
     results["runs"]["sym-all:0.4"]["nrd"][1].pop("calibration")
     assert bkd_vs_ce._panel_runs(results) == {"sym-all:0.4": {"ce": results["runs"]["sym-all:0.4"]["ce"][0]}}
+    # the seed mean of the learning curves: None at an epoch where any seed lacks the value
+    a = {"epoch": [1, 2, 3], "test_acc": [None, 0.5, 0.4], "fit_wrong": [0.1, 0.2, 0.6]}
+    b = {"epoch": [1, 2], "test_acc": [None, 0.3], "fit_wrong": [0.3, None]}
+    assert bkd_vs_ce.mean_curve([a, b]) == {"epoch": [1, 2], "test_acc": [None, pytest.approx(0.4)],
+                                            "fit_wrong": [pytest.approx(0.2), None]}
+    assert bkd_vs_ce.fit_wrong_cell([{"curve": a}, {"curve": b}, {}]) == "60.00 (n=1)"
 
 
 FASHION = ROOT.parent / "shared" / "data" / "fashion-mnist"

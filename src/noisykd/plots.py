@@ -245,3 +245,27 @@ def _draw_reliability(ax, bins, legend: bool = True) -> None:
     if legend:
         ax.legend(fontsize=8, loc="upper left", title=f"ECE {100 * bins.ece:.2f}% ({len(bins.count)} bins)",
                   title_fontsize=9)
+
+
+def plot_learning_curves(rows: dict[str, dict[str, dict]], path: Path, *, title: str = "") -> None:
+    """Memorisation at a glance: per row (e.g. noise rate) the test accuracy (left) and the share of wrongly
+    labelled training samples fit (right) against the epoch, one line per method. ``rows``: row label ->
+    {method -> {"epoch": [...], "test_acc": [...], "fit_wrong": [...]}}, fractions, None where not measured."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(rows), 2, figsize=(10, 3.2 * len(rows)), squeeze=False)
+    for r, (row, methods) in enumerate(rows.items()):
+        for c, (key, label) in enumerate((("test_acc", "test accuracy"), ("fit_wrong", "wrong labels fit"))):
+            ax = axes[r][c]
+            for method, curve in methods.items():
+                epochs, values = _evaluated(curve["epoch"], curve[key])
+                if values:
+                    ax.plot(epochs, values, marker="." if key == "test_acc" else None, label=method)
+            ax.set_title(f"{label}, {row}", fontsize=9), ax.set_xlabel("epoch"), ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+        axes[r][0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
