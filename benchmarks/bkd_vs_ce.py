@@ -328,12 +328,17 @@ def markdown(results: dict, args, command: str) -> str:
                   "papers' (BKD: PreAct-ResNet-18, 300 epochs), so compare the methods with each other here, not "
                   "with the papers' absolute numbers."]
     if args.preset == "cifar10-noisy":
+        overrides = [f"`{item}`" for item in getattr(args, "set", None) or []
+                     if item.partition("=")[0].strip() != "threads"]  # threads changes no result
         lines += ["", "NRD's CIFAR-10 protocol (A.1, Table 5) at CPU scale (configs/nrd/cifar10-subset-cpu.yaml): a "
                   "stratified subset (5,000 images unless the command's --train-subset says otherwise; 10% held out "
                   f"as noisy validation), small_cnn instead of PreActResNet-34, {results['epochs']} epochs instead of "
                   f"400 (lr /10 at 50% and 75%), the augmentation {results.get('augment', '-')} for every method "
-                  "(the paper's: RandAugment + Cutout; NRD's teacher: AugMix); each method's lr, weight decay and loss "
-                  "hyperparameters from Table 5 for the noise level unless its spec gives them. CIFAR-10 decoded "
+                  "but NRD, whose two views are its own (student: RandAugment + Cutout, the paper's for every method; "
+                  "teacher: AugMix); GJS's two views both come from the run's augmentation (without augmentation: "
+                  "the same image twice); each method's lr, weight decay and loss "
+                  "hyperparameters from Table 5 for the noise level unless its spec gives them"
+                  + (f", then for every method: {', '.join(overrides)}" if overrides else "") + ". CIFAR-10 decoded "
                   "from a JPEG copy (0.5-2 points below the original images)."]
     if args.preset in OOD_POOLS:
         lines += ["", *distillation_lines(results, args.preset)]

@@ -174,7 +174,8 @@ def test_nrd_cpu_preset_on_fake_cifar10(tmp_path):
         proc = subprocess.run([sys.executable, script, "--preset", "cifar10-noisy", "--label-sets", noise,
                                "--cifar-root", str(tmp_path / "c10"), "--train-subset", "0", "--epochs", "1",
                                "--seeds", "0", "--methods", "ce", "nrd=nrd:preset=cifar10-sym40",
-                               "--out", str(tmp_path / part)], capture_output=True, text=True, timeout=600)
+                               "--set", "optim.weight_decay=0.0005", "--out", str(tmp_path / part)],
+                              capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-2000:]
     out = tmp_path / "ab"
     merged = subprocess.run([sys.executable, script, "--merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
@@ -193,6 +194,9 @@ def test_nrd_cpu_preset_on_fake_cifar10(tmp_path):
     text = out.with_suffix(".md").read_text()
     assert "## sym-all:0.4" in text and "## sym-all:0.8" in text and "every 5 epochs and at the last" in text
     assert "![Reliability diagrams" in text and "(seed 0)" in text
+    assert "then for every method: `optim.weight_decay=0.0005`" in text  # the command's overrides, said in words
+    assert all(r["curve"]["epoch"] == [1] for by_method in results["runs"].values() for rs in by_method.values()
+               for r in rs)
     assert Path(f"{out}-reliability.png").stat().st_size > 10_000
 
 
