@@ -28,7 +28,6 @@ import argparse
 import csv
 import statistics
 import sys
-import json
 import tempfile
 from pathlib import Path
 
@@ -68,7 +67,7 @@ def _at_or_before(points: list[tuple[int, float]], epoch: int) -> tuple[int, flo
 def analyse(run: SeedRun) -> dict:
     """The Fig. 3 series and the table's numbers of one seed's run folder."""
     s = run.summary
-    history = [json.loads(line) for line in (run.out_dir / "metrics.jsonl").read_text().splitlines()]
+    history = run.history()
     with open(run.out_dir / "bkd_split_quality.csv") as f:
         quality = [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
     samples = np.load(run.out_dir / "samples.npz")

@@ -213,7 +213,7 @@ def seed_record(run: SeedRun) -> dict:
         "test_best_oracle": s["best_test_oracle"]["test_acc"],
         "test_ece_last": s["last"].get("test_ece"),  # expected calibration error (15 bins), main head
         "calibration": s.get("calibration"),  # the last epoch's reliability bins (ECE, per-bin counts / conf. / acc.)
-        "curve": learning_curve(run.out_dir),
+        "curve": learning_curve(run.history()),
         "detection": {k: s["detection"].get(k) for k in ("detector", "rule", "f1", "precision", "recall", "auroc")},
         "noise_rate": s["noise"]["noise_rate"],
         "tipping": {k: split.get(k) for k in ("fitting_epoch", "fallback", "s", "mu1", "mu2")} if split else None,
@@ -223,12 +223,11 @@ def seed_record(run: SeedRun) -> dict:
     }
 
 
-def learning_curve(run_dir: Path) -> dict:
-    """Per epoch of one run (``metrics.jsonl``): the test accuracy (None where not evaluated) and the share of
+def learning_curve(rows: list[dict]) -> dict:
+    """Per epoch of one run (its history rows): the test accuracy (None where not evaluated) and the share of
     wrongly labelled training samples the network predicts their wrong label for (``train_fit_wrong_labels``,
     None where the run does not know which labels are wrong): together they show memorisation, the test accuracy
     falling while the wrong labels are learnt."""
-    rows = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines() if line]
     return {"epoch": [r["epoch"] for r in rows], "test_acc": [r.get("test_acc") for r in rows],
             "fit_wrong": [r.get("train_fit_wrong_labels") for r in rows]}
 
@@ -240,8 +239,7 @@ def distillation_record(run: SeedRun) -> dict:
     method = s.get("method_summary") or {}
     if "teacher_parameters" not in method:
         return {}
-    rows = [json.loads(line) for line in (Path(run.out_dir) / "metrics.jsonl").read_text().splitlines() if line]
-    teacher = [r["test_acc_teacher"] for r in rows if r.get("test_acc_teacher") is not None]
+    teacher = [r["test_acc_teacher"] for r in run.history() if r.get("test_acc_teacher") is not None]
     record = {"test_teacher_last": teacher[-1] if teacher else None,
               "teacher_parameters": method["teacher_parameters"], "student_parameters": method["student_parameters"]}
     table = Path(run.out_dir) / "modul_split.csv"

@@ -203,19 +203,19 @@ def test_three_processes_split_batches_and_keep_one_store(tmp_path):
     one of 57 (19 each); BatchNorm averaged over 3 processes; the toy method (store writes in every step, an EMA
     network, a frozen one, a pass over the training set)."""
     contract_teacher()
-    runs = [{"name": m, "config": dist_config(m, tmp_path / m, **{"optim.batch_size": 66})} for m in ("contract_toy",)]
-    done = torchrun(tmp_path, {"runs": runs, "own_group": True}, nproc=3)
+    run = {"name": "contract_toy", "config": dist_config("contract_toy", tmp_path / "contract_toy",
+                                                         **{"optim.batch_size": 66})}
+    done = torchrun(tmp_path, {"runs": [run], "own_group": True}, nproc=3)
     assert done.returncode == 0, done.stderr[-4000:]
     train = np.flatnonzero(np.load(tmp_path / "contract_toy" / "samples.npz")["in_train"] == 1)
-    for method in ("contract_toy",):
-        ranks = dumps(tmp_path, method, nproc=3)
-        for epoch in range(EPOCHS):
-            parts = [[b for e, b in d["batches"] if e == epoch] for d in ranks]
-            assert all([len(b) for b in p] == [22, 22, 22, 22, 19] for p in parts)
-            assert np.array_equal(np.sort(np.concatenate([np.concatenate(p) for p in parts])), train)
-        for other in ranks[1:]:
-            assert_same_tensors(ranks[0]["store"], other["store"], f"{method} store")
-            assert_same_tensors(ranks[0]["weights"], other["weights"], f"{method} weights")
+    ranks = dumps(tmp_path, "contract_toy", nproc=3)
+    for epoch in range(EPOCHS):
+        parts = [[b for e, b in d["batches"] if e == epoch] for d in ranks]
+        assert all([len(b) for b in p] == [22, 22, 22, 22, 19] for p in parts)
+        assert np.array_equal(np.sort(np.concatenate([np.concatenate(p) for p in parts])), train)
+    for other in ranks[1:]:
+        assert_same_tensors(ranks[0]["store"], other["store"], "store")
+        assert_same_tensors(ranks[0]["weights"], other["weights"], "weights")
 
 
 def test_store_written_in_training_steps_is_complete_on_every_rank(contract_runs):

@@ -268,4 +268,3 @@ def plot_learning_curves(rows: dict[str, dict[str, dict]], path: Path, *, title:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-

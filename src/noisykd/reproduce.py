@@ -124,6 +124,11 @@ class SeedRun:
             raw = (s.get("detection") or {}).get(name)
         return None if raw is None else 100 * raw
 
+    def history(self) -> list[dict]:
+        """The run's per-epoch rows (``metrics.jsonl``); empty when the run wrote none."""
+        path = self.out_dir / "metrics.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines() if line] if path.is_file() else []
+
 
 def run_seeds(setting: Setting, seeds: Sequence[int], out_root: str | Path,
               on_seed: Callable[[Setting, int, str], None] | None = None) -> list[SeedRun]:
@@ -196,14 +201,9 @@ def summarize(runs: Sequence[SeedRun]) -> dict[str, Any]:
     out: dict[str, Any] = {name: mean_std([r.value(name) for r in runs]) for name in SELECTIONS + DETECTION}
     detection = [r.summary.get("detection") or {} for r in runs]
     out["detector"] = detection[0].get("detector") if detection else None
-    out["train_seconds"] = mean_std([sum(row["epoch_time_s"] for row in _history(r)) for r in runs])
+    out["train_seconds"] = mean_std([sum(row["epoch_time_s"] for row in r.history()) for r in runs])
     out["seeds"] = [r.seed for r in runs]
     return out
-
-
-def _history(run: SeedRun) -> list[dict]:
-    path = run.out_dir / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
 def fmt(stat: dict | None, digits: int = 2) -> str:

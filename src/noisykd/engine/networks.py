@@ -4,8 +4,8 @@ Trainable networks are moved, optimised, toggled between train and eval mode, ch
 (compiled on request), the prepared module being what the method's handle calls. In a distributed run their
 BatchNorm layers are synchronised on request (``distributed.sync_batchnorm``), their weights start from rank 0's,
 and after every epoch their buffers (BatchNorm running statistics) are made equal on every rank, so that
-evaluation and every per-sample decision agree; their gradients are averaged by the training step. Shadow networks (EMA) are moved, kept in eval mode without gradients, and checkpointed. Frozen
-networks are moved and kept in eval mode without gradients; they are not saved, but their fingerprint is, so
+evaluation and every per-sample decision agree; their gradients are averaged by the training step. Shadow
+networks (EMA) are moved, kept in eval mode without gradients, and checkpointed. Frozen networks are moved and kept in eval mode without gradients; they are not saved, but their fingerprint is, so
 that a resumed run refuses a different teacher.
 """
 
@@ -62,9 +62,9 @@ class NetworkSet:
     def agree_buffers(self, processes) -> None:
         """After an epoch, make the buffers of the trainable and shadow networks equal on every rank. BatchNorm
         running statistics that trained this epoch, gathered by each rank on its part of the batches, are averaged
-        over the ranks (timm's ``dist_bn=reduce``); with synchronised BatchNorm they are equal already. Every other buffer
-        (batch counters, a network's own buffers), and the running statistics under synchronised BatchNorm, are
-        taken from rank 0, bit for bit."""
+        over the ranks (timm's ``dist_bn=reduce``); with synchronised BatchNorm they are equal already. Every
+        other buffer (batch counters, a network's own buffers), and the running statistics under synchronised
+        BatchNorm, are taken from rank 0, bit for bit."""
         if processes.world_size == 1:
             return
         averaged: list[torch.Tensor] = []
