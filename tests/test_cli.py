@@ -40,7 +40,7 @@ def test_data_info_without_noise_reports_zero():
     (("data", "info", "digits", "--noise", "sym:1.5"), "rate"),
     (("train", "--set", "optim.lr=-1"), "optim.lr must be > 0"),
     (("train", "--set", "optim.bogus=1"), "unknown key"),
-    (("eval", "/definitely/missing/run"), "checkpoint not found"),
+    (("eval", "/definitely/missing/run"), "no such run folder or checkpoint file"),
 ])
 def test_bad_input_is_one_clear_line(args, message):
     result = invoke(*args)

@@ -32,8 +32,9 @@ from noisykd.methods import list_methods  # noqa: E402
 
 WORKER = Path(__file__).resolve().parent / "dist_worker.py"
 #: measured: after 3 epochs (15 steps) of small_cnn on the digits, 2 processes with synchronised BatchNorm
-#: differ from 1 process by at most 2.0e-5 in any weight or buffer, 2e-7 in the epoch's mean loss
-WEIGHT_TOLERANCE, LOSS_TOLERANCE = 1e-4, 1e-5
+#: differ from 1 process by at most 2.0e-5 in any weight or buffer on an Intel Xeon and 1.3e-4 on an AMD EPYC
+#: (float sums in another order, amplified over the steps), 2e-7 in the epoch's mean loss
+WEIGHT_TOLERANCE, LOSS_TOLERANCE = 5e-4, 1e-5
 
 
 def torchrun(tmp_path: Path, spec: dict, nproc: int = 2, timeout: float = 600) -> subprocess.CompletedProcess:

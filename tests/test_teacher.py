@@ -3,6 +3,8 @@ mode, re-normalising the student's batches, and a clear error for every way a te
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -64,12 +66,17 @@ def test_student_batches_are_renormalised_to_the_teachers_constants(teacher_run)
     assert as_trained.module.identity and not other.module.identity
 
 
-def test_a_checkpoint_file_works_as_well_as_its_folder(teacher_run):
+def test_a_checkpoint_file_works_as_well_as_its_folder(teacher_run, tmp_path):
     teacher = load_teacher(teacher_run / "checkpoints" / "last.pt", classes=10, image_shape=(8, 8, 1),
                            normalization=_norm(teacher_run))
     assert teacher.checkpoint == teacher_run / "checkpoints" / "last.pt"
-    with pytest.raises(CheckpointError, match="a folder without checkpoints/best.pt"):  # no noisy validation split
-        load_teacher(teacher_run, best=True, classes=10, image_shape=(8, 8, 1), normalization=_norm(teacher_run))
+    best = load_teacher(teacher_run, best=True, classes=10, image_shape=(8, 8, 1), normalization=_norm(teacher_run))
+    assert best.checkpoint == teacher_run / "checkpoints" / "best.pt"  # every run writes it now
+    old = tmp_path / "old-run"  # a run of an earlier noisykd, without a noisy validation split, has none
+    shutil.copytree(teacher_run, old)
+    (old / "checkpoints" / "best.pt").unlink()
+    with pytest.raises(CheckpointError, match="a folder without checkpoints/best.pt"):
+        load_teacher(old, best=True, classes=10, image_shape=(8, 8, 1), normalization=_norm(teacher_run))
 
 
 @pytest.mark.parametrize("change, message", [

@@ -66,8 +66,9 @@ def test_closed_set_only_needs_no_pool():
 
 
 def test_prepare_data_swaps_exactly_the_open_set_rows(pool):
-    plain = prepare_data(DataConfig(spec="digits"))
-    cfg = DataConfig(spec="digits", noise="openset:0.5:0.5", ood=pool, noise_seed=3)
+    # no validation split: the stratified holdout follows the given labels, which differ between the two
+    plain = prepare_data(DataConfig(spec="digits", val_fraction=0))
+    cfg = DataConfig(spec="digits", noise="openset:0.5:0.5", ood=pool, noise_seed=3, val_fraction=0)
     cfg.validate()
     data = prepare_data(cfg)
     noisy = data.noisy

@@ -1,6 +1,6 @@
 """The practitioner's workflow, end to end through the command line: one's own image folder with some images
-in the wrong class folder, `noisykd detect` to rank them, `noisykd clean` to fix them, and the probabilities
-handed to other tools."""
+in the wrong class folder, `noisykd detect` to rank them (with cross-validated probabilities, the default on
+`--cv`), `noisykd clean` to fix them, and the probabilities handed to other tools."""
 
 from __future__ import annotations
 
@@ -48,11 +48,12 @@ def photos(tmp_path_factory) -> tuple[Path, set[str]]:
 
 @pytest.fixture(scope="module")
 def detected(photos, tmp_path_factory):
-    """`noisykd detect` on a new run folder: trains CE on the photos first, then ranks the labels."""
+    """`noisykd detect --cv 3` on a new run folder: trains CE on the photos first, then its 3 cross-validation
+    folds, then ranks every labelled image."""
     root, _ = photos
     run = tmp_path_factory.mktemp("runs") / "photos-ce"
-    result = invoke("detect", run, "--method", "ce", "--data", f"folder:{root}", "--set", "optim.epochs=15",
-                    "--set", "optim.lr=0.05", "--set", "augment.policy=none", "--set", "optim.batch_size=16")
+    result = invoke("detect", run, "--data", f"folder:{root}", "--cv", "3", "--epochs", "15", "--threads", "1",
+                    "--set", "augment.policy=none", "--set", "optim.batch_size=16")
     assert result.exit_code == 0, result.output
     return run, result.output
 
@@ -65,15 +66,19 @@ def test_truth_is_unknown_for_ones_own_folder(photos, detected):
     assert "the true labels are unknown: no precision or recall" in output
     summary = json.loads((run / "summary.json").read_text())
     assert summary["noise"]["noise_rate"] is None and "f1" not in summary["detection"]
+    # one's own folder gets a noisy validation split and best.pt by default
+    assert summary["val_samples"] == 9 and (run / "checkpoints" / "best.pt").is_file()
+    assert summary["selection"]["best_epoch"] == summary["best_noisy_val"]["epoch"]
 
 
 def test_label_issues_name_files_classes_and_other_suggestions(photos, detected):
     root, wrong = photos
-    run, _ = detected
-    lines = (run / "label_issues-gmm_on_final_loss.csv").read_text().splitlines()
-    assert lines[0].startswith("# detector gmm_on_final_loss")
+    run, output = detected
+    assert "3-fold cross-validation" in output and (run / "cv" / "fold-2" / "finished.json").is_file()
+    lines = (run / "label_issues-cv-confident_learning.csv").read_text().splitlines()
+    assert lines[0].startswith("# detector cv:confident_learning")
     rows = list(csv.DictReader(lines[1:]))
-    assert len(rows) == 3 * PER_CLASS
+    assert len(rows) == 3 * PER_CLASS  # the validation images too: the run never trained on them
     assert all(Path(r["path"]).is_file() and Path(r["path"]).parent.parent == root for r in rows)
     assert all(r["given_class"] in COLOURS and r["suggested_class"] in COLOURS for r in rows)
     assert all(r["suggested_class"] != r["given_class"] for r in rows)
@@ -93,9 +98,10 @@ def test_verified_labels_give_metrics_on_that_subset(photos, detected, tmp_path)
         writer.writerow(["path", "label"])
         for path in checked:
             writer.writerow([path, Path(path).name.split("_")[0]])
-    result = invoke("detect", run, "--detector", "gmm", "--verified", tmp_path / "verified.csv")
+    result = invoke("detect", run, "--cv", "3", "--detector", "gmm", "--verified", tmp_path / "verified.csv")
     assert result.exit_code == 0, result.output
-    saved = json.loads((run / "detection-gmm.json").read_text())
+    assert "fold 1/3: reusing the finished run" in result.output  # the folds are not trained again
+    saved = json.loads((run / "detection-cv-gmm.json").read_text())
     assert saved["truth"].startswith("12 verified labels") and saved["metrics"]["n"] == 12
     assert saved["metrics"]["n_noisy"] == 6 and saved["metrics"]["recall"] >= 0.5
 
@@ -105,20 +111,28 @@ def test_clean_relabels_into_a_manifest_that_folder_reads(photos, detected, tmp_
     run, _ = detected
     before = sorted((p, p.stat().st_mtime) for p in root.rglob("*.png"))
     out = tmp_path / "cleaned"
-    result = invoke("clean", run, "--out", out, "--action", "relabel", "--top", "12")
+    result = invoke("clean", run, "--out", out, "--action", "relabel", "--top", "12", "--rest", "keep",
+                    "--relabel-min", "0.5", "--given-max", "0.5")
     assert result.exit_code == 0, result.output
     assert (out / "suspects.png").stat().st_size > 10_000 and (out / "clean.json").is_file()
+    assert json.loads((out / "clean.json").read_text())["detector"] == "cv:confident_learning"  # auto: RUN/cv
     cleaned = load_dataset(f"folder:{out / 'manifest.csv'}")
-    assert len(cleaned.train) == 3 * PER_CLASS and set(cleaned.classes) == set(COLOURS)
+    # the run's validation images stay its validation split
+    assert len(cleaned.train) + len(cleaned.val) == 3 * PER_CLASS and set(cleaned.classes) == set(COLOURS)
     labels = {str(Path(p).resolve()): cleaned.classes[y]
-              for p, y in zip(cleaned.meta["train_files"], cleaned.train.labels)}
+              for files, split in ((cleaned.meta["train_files"], cleaned.train), (cleaned.meta["val_files"], cleaned.val))
+              for p, y in zip(files, split.labels)}
     fixed = sum(labels[p] == Path(p).name.split("_")[0] for p in wrong)
     assert fixed >= 0.75 * len(wrong)
     assert sorted((p, p.stat().st_mtime) for p in root.rglob("*.png")) == before  # the user's files untouched
-    dropped = invoke("clean", run, "--out", tmp_path / "dropped", "--action", "drop", "--top", "0")
-    assert dropped.exit_code == 0
+    dropped = invoke("clean", run, "--out", tmp_path / "dropped", "--action", "drop", "--gallery", "0")
+    assert dropped.exit_code == 0 and not (tmp_path / "dropped" / "suspects.png").exists()
     kept = load_dataset(f"folder:{tmp_path / 'dropped' / 'manifest.csv'}")
-    assert len(kept.train) == 3 * PER_CLASS - json.loads((tmp_path / "dropped" / "clean.json").read_text())["flagged"]
+    decided = json.loads((tmp_path / "dropped" / "clean.json").read_text())
+    assert decided["dropped"] == decided["suspects"] > 0
+    assert len(kept.train) + len(kept.val) == 3 * PER_CLASS - decided["dropped"]
+    none = invoke("clean", run, "--out", tmp_path / "none", "--action", "drop", "--top", "0", "--gallery", "0")
+    assert none.exit_code == 0 and json.loads((tmp_path / "none" / "clean.json").read_text())["dropped"] == 0
     again = invoke("clean", run, "--out", out)
     assert again.exit_code == 2 and "not a new or empty folder" in " ".join(again.output.split())
 

@@ -228,7 +228,7 @@ def train_cmd(
     """Train a method; writes config, metrics, checkpoints, per-sample outputs and plots to the output folder
     (default: runs/<date-time>-<method>-<data>). Data parallel: --devices N, or torchrun --nproc_per_node=N -m
     noisykd train ... (README, "Multi-GPU and multi-node")."""
-    from .config import from_dict, load_config
+    from .config import from_dict
     from .engine import Trainer
     from .engine.checkpoint import find_resume_checkpoint, load_checkpoint, run_folder_of
 
@@ -266,7 +266,7 @@ def train_cmd(
                  "model.name": model, "optim.epochs": epochs, "seed": seed, "device": device, "threads": threads,
                  "out_dir": str(out) if out else None}
         sets = [f"{k}={v}" for k, v in flags.items() if v is not None]
-        cfg = load_config(config, sets + list(overrides))
+        cfg = _load_config_for_data(config, sets + list(overrides))
         if print_config:
             _print_config(cfg)
             return
@@ -276,6 +276,22 @@ def train_cmd(
         result = Trainer(cfg).run()
     if os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 says it, once
         _print_summary(result.summary, result.out_dir)
+
+
+def _load_config_for_data(config: Optional[Path], overrides: list[str]):
+    """``load_config(config, overrides)``, except that a config moved to another data source (``--data``) leaves
+    its own noise, label set, subsets and paper numbers behind, and one line says so (``rebase_on_data``)."""
+    from .config import describe_rebase, load_config, read_config_for
+
+    if config is None:
+        return load_config(None, overrides)
+    base, dropped = read_config_for(config, overrides)
+    if dropped:
+        from .config import data_spec_of
+
+        err_console.print(f"note: {escape(describe_rebase(base, data_spec_of(overrides), dropped))}", highlight=False,
+                          soft_wrap=True)
+    return load_config(base=base, overrides=overrides)
 
 
 def _launch_new_run(devices: int, cfg) -> None:
@@ -328,15 +344,35 @@ def _print_config(cfg) -> None:
 
 def _print_summary(summary: dict, out_dir: Path) -> None:
     last = summary["last"]
-    console.print(f"[bold]{summary['method']}[/] on {summary['data']}: last-epoch test accuracy "
-                  f"{_pct(last.get('test_acc'))}")
-    if summary.get("best_noisy_val"):
+    console.print(f"[bold]{escape(summary['method'])}[/] on {escape(summary['data'])}: last-epoch test accuracy "
+                  f"{_pct(last.get('test_acc'))}", highlight=False)
+    if summary.get("early_stop"):
+        stop = summary["early_stop"]
+        console.print(f"stopped early after epoch {stop['after_epoch']} of {summary['epochs']} (no better noisy-"
+                      f"validation accuracy for {stop['patience']} evaluated epochs)", highlight=False)
+    selection = summary.get("selection")
+    if summary.get("best_noisy_val") and selection:
         b = summary["best_noisy_val"]
-        console.print(f"best noisy-validation epoch {b['epoch']}: test accuracy {_pct(b.get('test_acc'))}")
+        trail = selection["last_trails_best_val_points"]
+        test_trail = selection.get("last_trails_best_test_points")
+        console.print(f"best noisy-validation epoch {b['epoch']}: noisy-val {_pct(b.get('val_acc'))}, test accuracy "
+                      f"{_pct(b.get('test_acc'))}; the last epoch trails it by {trail:.2f} points of noisy-val"
+                      + ("" if test_trail is None else f" and {test_trail:.2f} of test"), highlight=False)
     if summary.get("best_test_oracle"):
         b = summary["best_test_oracle"]
         console.print(f"best test accuracy (oracle) {_pct(b.get('test_acc'))} at epoch {b['epoch']}")
-    console.print(f"outputs in {out_dir}")
+    for event in summary.get("collapse") or []:  # a method's phase change that cost accuracy: always worth saying
+        if event["kind"] == "phase_change":
+            console.print(f"[bold yellow]warning:[/] {escape(event['message'])}", highlight=False, soft_wrap=True)
+    drop = 100 * summary.get("collapse_drop", 0.05)
+    if selection and selection["last_trails_best_val_points"] > drop:  # falls it recovered from are in the log
+        console.print(f"[bold yellow]warning:[/] the last epoch trails the best noisy-validation epoch "
+                      f"{selection['best_epoch']} by {selection['last_trails_best_val_points']:.1f} points: use "
+                      f"checkpoints/best.pt (noisykd eval {escape(str(out_dir))} --best, noisykd predict ... --best)",
+                      highlight=False, soft_wrap=True)
+    best = out_dir / "checkpoints" / "best.pt"
+    console.print(f"outputs in {escape(str(out_dir))}; best checkpoint ({summary.get('best_checkpoint', 'best')}): "
+                  f"{escape(str(best))} (noisykd eval/predict --best)", highlight=False)
 
 
 def _pct(value) -> str:
@@ -391,30 +427,52 @@ def predict_cmd(
 def detect_cmd(
     run: Path = typer.Argument(..., help="a finished run folder; trained first (with the options below) if it "
                                "holds no run yet"),
-    detector: str = typer.Option("auto", help="auto (the run's own rule), otsu_mu1, otsu_s, otsu_mu2, gmm, argmax, "
-                                 "confident_learning (cleanlab)"),
+    detector: str = typer.Option("auto", help="auto (with --cv: the cross-validated default rule; else the run's "
+                                 "own), or a rule: otsu_mu1, otsu_s, otsu_mu2, gmm, argmax, confident_learning "
+                                 "(cleanlab)"),
+    cv: int = typer.Option(0, "--cv", help="K: rank with out-of-sample probabilities from K cross-validation "
+                           "fold runs (RUN/cv/fold-K, reused when present) instead of the run's own (0); measured: "
+                           "not better here, see benchmarks/results/practitioner-*.md"),
     verified: Optional[Path] = typer.Option(None, help="CSV of verified labels (index or path, label): score "
                                             "against these samples only"),
     overwrite: bool = typer.Option(False, help="replace this detector's earlier results in RUN"),
-    method: Optional[str] = typer.Option(None, help="method to train when RUN holds no run (default bkd)"),
+    method: Optional[str] = typer.Option(None, help="method to train when RUN holds no run (default ce)"),
     data: Optional[str] = typer.Option(None, help="data spec to train on when RUN holds no run (default digits)"),
     labels: Optional[str] = typer.Option(None, help="label-set spec, e.g. cifar10n:FILE:worst"),
     noise: Optional[str] = typer.Option(None, help="synthetic noise, e.g. sym:0.4 (default none)"),
+    epochs: Optional[int] = typer.Option(None, help="epochs, when RUN holds no run"),
+    seed: Optional[int] = typer.Option(None, help="training seed, when RUN holds no run"),
+    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, cuda:N (training and cross-validation)"),
+    threads: Optional[int] = typer.Option(None, help="CPU threads of torch (training and cross-validation)"),
     overrides: List[str] = typer.Option([], "--set", "-s", help="config override for training: key=value"),
     top: int = typer.Option(10, help="show this many most-likely-wrong labels"),
 ) -> None:
-    """Rank the training labels by how likely they are wrong: RUN/label_issues-DETECTOR.csv (file, given and
-    suggested class, score; most likely wrong first) and RUN/detection-DETECTOR.json (precision / recall / F1 /
-    AUROC against the truth when it is known, or against --verified labels)."""
+    """Rank the labels by how likely they are wrong: RUN/label_issues-DETECTOR.csv (file, given and suggested
+    class, score; most likely wrong first) and RUN/detection-DETECTOR.json (precision / recall / F1 / AUROC
+    against the truth when it is known, or against --verified labels). With --cv K the ranking comes from K-fold
+    cross-validated probabilities: no network judges a label it trained on."""
+    from .crossval import cross_validate
     from .detect.from_run import detect_from_run
     from .engine.runfolder import RunFolder
     from .engine.report import write_json
 
     state = RunFolder(run).state()
+    sets = [f"{k}={v}" for k, v in {"optim.epochs": epochs, "seed": seed, "device": device,
+                                    "threads": threads}.items() if v is not None] + list(overrides)
     if state != "finished":
-        _train_for_detect(run, state, method, data, noise, labels, overrides)
+        _train_for_detect(run, state, method, data, noise, labels, sets)
+    folds = cv
+    if folds:
+        if folds < 2:
+            raise typer.BadParameter("--cv takes 2 or more folds (or 0: none)")
+        place = {k: v for k, v in {"device": device, "threads": threads}.items() if v is not None}
+        err_console.print(f"{folds}-fold cross-validation of {escape(str(run))}: each fold run trains without one "
+                          "fold and predicts it", highlight=False)
+        cross_validate(run, folds=folds, overrides=place, progress=None,
+                       on_fold=lambda f, n, what: err_console.print(f"fold {f + 1}/{n}: {_FOLD_STATES[what]}"))
+        detector = "cv" if detector == "auto" else detector if detector.startswith("cv") else f"cv:{detector}"
     found = detect_from_run(run, detector, verified=verified)
-    name = found.detector.replace("/", "-")
+    name = found.detector.replace("/", "-").replace(":", "-")
     csv_path, json_path = run / f"label_issues-{name}.csv", run / f"detection-{name}.json"
     if csv_path.exists() and not overwrite:
         raise typer.BadParameter(f"{csv_path} exists (an earlier detect with this detector); pass --overwrite to "
@@ -422,7 +480,7 @@ def detect_cmd(
     found.write_csv(csv_path)
     write_json(found.summary(), json_path)
     n, flagged = len(found.index), int(found.flagged.sum())
-    console.print(f"detector: {found.detector} ({found.rule}); flagged {flagged:,} of {n:,} training labels "
+    console.print(f"detector: {found.detector} ({found.rule}); flagged {flagged:,} of {n:,} labels "
                   f"({100 * flagged / max(n, 1):.1f}%)", highlight=False)
     if found.note:
         console.print(f"note: {found.note}", highlight=False)
@@ -456,24 +514,97 @@ def detect_cmd(
 def clean_cmd(
     run: Path = typer.Argument(..., help="a finished run folder"),
     out: Path = typer.Option(..., "--out", "-o", help="a new (or empty) folder for the cleaned data"),
-    action: str = typer.Option("review", help="drop the flagged samples, relabel them to the suggested class, or "
-                               "review: keep every label and mark the suspects"),
-    detector: str = typer.Option("auto", help="as for noisykd detect"),
-    top: int = typer.Option(24, help="images in the gallery of suspects (0: none)"),
+    action: str = typer.Option("review", help="drop the suspects, relabel them (where the model is confident; see "
+                               "--relabel-min, --given-max, --rest), or review: keep every label and mark them"),
+    top: Optional[int] = typer.Option(None, help="the suspects are the N labels most likely wrong (default: the "
+                                      "flagged ones)"),
+    fraction: Optional[float] = typer.Option(None, help="the suspects are this share of the labels, most likely "
+                                             "wrong first"),
+    relabel_min: float = typer.Option(0.8, help="relabel only where P(suggested class) is at least this ..."),
+    given_max: float = typer.Option(0.1, help="... and P(given class) at most this"),
+    rest: str = typer.Option("drop", help="with --action relabel: drop or keep the suspects not confident enough "
+                             "to relabel"),
+    detector: str = typer.Option("auto", help="as for noisykd detect; auto: cv when RUN has cross-validated "
+                                 "probabilities (noisykd detect RUN --cv K), else the run's own"),
+    gallery: int = typer.Option(24, help="images in the gallery of suspects, suspects.png (0: none)"),
     verified: Optional[Path] = typer.Option(None, help="CSV of verified labels, as for noisykd detect"),
 ) -> None:
     """Write a cleaned copy of the run's data (a CSV manifest for folder sources, an npz otherwise) and
     suspects.png, the top suspects with their given and suggested classes; the original files stay untouched."""
-    from .clean import clean_run
+    from .clean import CleaningRule, clean_run
 
-    result = clean_run(run, out, action=action, detector=detector, top=top, verified=verified)
-    what = {"drop": f"dropped {result.flagged:,} flagged samples, kept {result.kept:,}",
-            "relabel": f"relabelled {result.relabelled:,} flagged samples to their suggested class",
-            "review": f"marked {result.flagged:,} suspects (columns suspect, suggested, noise_score)"}[action]
-    console.print(f"{what}; wrote {result.data_file}" + (f" and {result.gallery}" if result.gallery else ""),
-                  highlight=False)
+    rule = CleaningRule(action=action, top=top, fraction=fraction, relabel_min=relabel_min, given_max=given_max,
+                        rest=rest)
+    result = clean_run(run, out, detector=detector, top=gallery, verified=verified, rule=rule)
+    console.print(f"{result.flagged:,} suspects of {result.judged:,} labels judged ({escape(rule.describe())}): "
+                  f"dropped {result.dropped:,}, relabelled {result.relabelled:,}; {result.kept:,} samples kept; "
+                  f"wrote {escape(str(result.data_file))}" + (f" and {escape(str(result.gallery))}" if result.gallery
+                                                              else ""), highlight=False)
     reader = "folder" if result.data_file.suffix == ".csv" else "npz"
-    console.print(f"train on it with: noisykd train --data {reader}:{result.data_file} ...", highlight=False)
+    console.print(f"train on it with: noisykd train --data {reader}:{escape(str(result.data_file))} ...",
+                  highlight=False)
+
+
+@app.command("train-clean")
+@friendly_errors
+def train_clean_cmd(
+    data: Optional[str] = typer.Option(None, help="data spec, e.g. folder:photos (default: the config's, or digits)"),
+    out: Path = typer.Option(..., "--out", "-o", help="folder for the stages (noisy, its cv folds when asked, "
+                             "cleaned, clean) and the comparison; reused when run again"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config of the run on the given labels"),
+    method: Optional[str] = typer.Option(None, help="method of both runs and the folds (default ce)"),
+    labels: Optional[str] = typer.Option(None, help="label-set spec, e.g. cifar10n:FILE:worst"),
+    noise: Optional[str] = typer.Option(None, help="synthetic noise (for trying it on clean data), e.g. sym:0.4"),
+    model: Optional[str] = typer.Option(None, help="network (noisykd models)"),
+    epochs: Optional[int] = typer.Option(None, help="epochs of every run"),
+    seed: Optional[int] = typer.Option(None, help="training seed"),
+    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, cuda:N"),
+    threads: Optional[int] = typer.Option(None, help="CPU threads of torch (default: every core)"),
+    overrides: List[str] = typer.Option([], "--set", "-s", help="config override of every run: key=value"),
+    folds: int = typer.Option(0, "--folds", "--cv", help="K >= 2: judge the labels with K-fold cross-validated "
+                              "probabilities (K more runs; needed for --action relabel); 0: with the noisy run's "
+                              "own (measured as good for dropping, at half the cost)"),
+    action: str = typer.Option("drop", help="drop the suspects, or relabel them where confident (the rest per "
+                               "--rest)"),
+    top: Optional[int] = typer.Option(None, help="the suspects are the N labels most likely wrong (default: the "
+                                      "flagged ones)"),
+    fraction: Optional[float] = typer.Option(None, help="the suspects are this share of the labels"),
+    relabel_min: float = typer.Option(0.8, help="relabel only where P(suggested class) is at least this ..."),
+    given_max: float = typer.Option(0.1, help="... and P(given class) at most this"),
+    rest: str = typer.Option("drop", help="drop or keep the suspects not confident enough to relabel"),
+    detector: Optional[str] = typer.Option(None, help="which labels are suspects: a rule on the noisy run's "
+                                           "probabilities (gmm, the default: its loss GMM; otsu_mu1, "
+                                           "confident_learning, ...), or with --folds: cv (confident learning, the "
+                                           "default) or cv:RULE"),
+) -> None:
+    """Train on the labels as given, find the wrong ones, clean them, train again for as many optimiser steps,
+    and print accuracy and wrong-label share before and after (OUT/train_clean.md, .json). The default (the
+    noisy run's loss GMM flags, dropped) measured best on realistic noise, benchmarks/results/practitioner-*.md;
+    --folds 4 --action relabel judges with cross-validated probabilities and relabels where they are confident."""
+    from .clean import CleaningRule
+    from .pipeline import train_clean
+
+    rule = CleaningRule(action=action, top=top, fraction=fraction, relabel_min=relabel_min, given_max=given_max,
+                        rest=rest).validate()
+    flags = {"method": method, "data.spec": data, "data.labels": labels, "data.noise": noise, "model.name": model,
+             "optim.epochs": epochs, "seed": seed, "device": device, "threads": threads}
+    sets = [f"{k}={v}" for k, v in flags.items() if v is not None]
+    cfg = _load_config_for_data(config, sets + list(overrides))
+    _check_writable(out)
+    if rule.action == "relabel" and not folds:
+        raise typer.BadParameter("--action relabel needs --folds K (2 or more): the noisy run's own probabilities "
+                                 "of its training images agree with the labels it memorised, so they cannot say "
+                                 "which class a wrong label should have been")
+    result = train_clean(cfg, out, folds=folds, detector=detector, rule=rule, progress=None,
+                         on_stage=lambda stage, what: err_console.print(escape(f"[{stage}] {what}"), highlight=False,
+                                                                        soft_wrap=True))
+    print(result.markdown())  # plain: a Markdown table that pastes whole
+    console.print(f"wrote {out / 'train_clean.md'} and {out / 'train_clean.json'}; the cleaned data: "
+                  f"{result.cleaned}; the model trained on it: {result.clean_run} (noisykd predict "
+                  f"{result.clean_run} --best)", highlight=False)
+
+
+_FOLD_STATES = {"start": "training", "resume": "resuming", "reuse": "reusing the finished run"}
 
 
 def _train_for_detect(run: Path, state: str, method, data, noise, labels, overrides) -> None:
@@ -489,7 +620,7 @@ def _train_for_detect(run: Path, state: str, method, data, noise, labels, overri
         saved = load_checkpoint(find_resume_checkpoint(run))["config"]
         Trainer(from_dict(apply_overrides({**saved, "out_dir": str(run)}, sets)).validate()).run(resume=True)
         return
-    defaults = [f"method={method or 'bkd'}", f"data.spec={data or 'digits'}", f"data.noise={noise or 'none'}"]
+    defaults = [f"method={method or 'ce'}", f"data.spec={data or 'digits'}", f"data.noise={noise or 'none'}"]
     cfg = load_config(overrides=defaults + sets + [f"out_dir={run}"])
     console.print(f"no finished run in {run}: training {cfg.method} on {cfg.data.spec} first")
     Trainer(cfg).run()
@@ -604,8 +735,11 @@ def compare_cmd(
     ctx: typer.Context,
     methods: List[str] = typer.Option(..., "--methods", "-m", help="comma-separated method specs: ce,gce:q=0.5,"
                                       "bkd_ref=bkd:reference_gradients=true (label=method:key=value,...)"),
-    config: str = typer.Option("digits/sym40", "--config", "-c", help="the base config every method runs on"),
-    data: Optional[str] = typer.Option(None, help="data spec instead of the config's"),
+    config: Optional[str] = typer.Option(None, "--config", "-c", help="the base config every method runs on "
+                                         "(default: digits/sym40 on the built-in digits; noisykd's defaults with "
+                                         "--data)"),
+    data: Optional[str] = typer.Option(None, help="data spec instead of the config's (your own data: no synthetic "
+                                       "noise unless --noise says so)"),
     labels: Optional[str] = typer.Option(None, help="label-set spec, e.g. cifar10n:FILE:worst"),
     noise: Optional[str] = typer.Option(None, help="synthetic noise, e.g. sym:0.4, or universal noise "
                                         "openset:RHO1:RHO2 (with --ood)"),
@@ -615,6 +749,7 @@ def compare_cmd(
     epochs: Optional[int] = typer.Option(None, help="number of epochs"),
     seeds: int = typer.Option(3, help="run seeds 0 .. N-1 of each method"),
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, cuda:N"),
+    threads: Optional[int] = typer.Option(None, help="CPU threads of torch (default: every core)"),
     overrides: List[str] = typer.Option([], "--set", "-s", help="config override for every method: key=value"),
     out: Path = typer.Option(Path("runs/compare"), "--out", "-o", help="runs go to OUT/LABEL/seed-S"),
 ) -> None:
@@ -625,11 +760,12 @@ def compare_cmd(
     if seeds < 1:
         raise typer.BadParameter("--seeds must be >= 1")
     _check_writable(out)
-    flags = {"data.spec": data, "data.labels": labels, "data.noise": noise, "model.name": model,
-             "optim.epochs": epochs}
+    flags = {"data.spec": data, "data.labels": labels, "data.noise": noise, "data.ood": ood, "model.name": model,
+             "optim.epochs": epochs, "threads": threads}
     sets = [f"{k}={v}" for k, v in flags.items() if v is not None] + list(overrides)
     specs = [spec for value in methods for spec in split_method_specs(value)]
-    settings = compare_settings(specs, base=config, overrides=sets, device=device)
+    base = config if config is not None else (None if data is not None else "digits/sym40")
+    settings = compare_settings(specs, base=base, overrides=sets, device=device)
     report = Report("noisykd compare", _invocation(ctx))
     for setting in settings:
         report.add(setting, run_seeds(setting, range(seeds), out, on_seed=_say_seed))

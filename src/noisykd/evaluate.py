@@ -8,7 +8,7 @@ from pathlib import Path
 from .config import from_dict
 from .data import Normalization
 from .engine import Trainer
-from .engine.checkpoint import BEST, LAST, load_checkpoint
+from .engine.checkpoint import load_checkpoint, run_checkpoint
 from .engine.setup import prepare_data
 from .errors import DataError
 
@@ -27,7 +27,7 @@ def evaluate_checkpoint(target: str | Path, data_spec: str | None = None, best: 
     expected calibration error (15 bins)}.
     """
     target = Path(target)
-    path = target if target.is_file() else target / "checkpoints" / (BEST if best else LAST)
+    path = run_checkpoint(target, best)
     state = load_checkpoint(path)
     cfg = from_dict(state["config"]).validate()
     data = None

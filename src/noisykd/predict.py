@@ -20,7 +20,7 @@ from .config import from_dict
 from .data import ImageDataset, ImageSplit, Normalization, load_dataset
 from .data.sources.folder import decode_all, is_image_file
 from .engine import Trainer
-from .engine.checkpoint import BEST, LAST, load_checkpoint
+from .engine.checkpoint import load_checkpoint, run_checkpoint
 from .engine.setup import PreparedData
 from .errors import CheckpointError, DataError
 from .noise import NoisyLabels
@@ -65,7 +65,7 @@ class Predictions:
 def predict(target: str | Path, images: str, best: bool = False) -> Predictions:
     """Predict ``images`` (a data spec or a folder of image files) with the run or checkpoint ``target``."""
     target = Path(target)
-    path = target if target.is_file() else target / "checkpoints" / (BEST if best else LAST)
+    path = run_checkpoint(target, best)
     state = load_checkpoint(path)
     shape = state.get("data_shape")
     if shape is None or "classes" not in shape:

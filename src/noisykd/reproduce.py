@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .config import PaperResult, RunConfig, apply_overrides, from_dict, load_config, read_config_file
+from .config import (PaperResult, RunConfig, apply_overrides, data_spec_of, describe_rebase, from_dict,
+                     load_config, read_config_file, read_config_for)
 from .engine.runfolder import RunFolder
 from .errors import ConfigError
 
@@ -135,25 +136,38 @@ def run_seeds(setting: Setting, seeds: Sequence[int], out_root: str | Path,
     """Train ``setting`` once per seed into ``out_root/NAME/seed-S``: reuse a finished run (it holds its
     ``finished.json``), resume an unfinished one, start the others. ``on_seed(setting, seed,
     state)`` is told "start", "resume" or "reuse" first (for progress output)."""
-    from .engine import Trainer
-
     runs = []
     for seed in seeds:
         folder = Path(out_root) / setting.folder / f"seed-{seed}"
         config = copy.deepcopy(setting.config)
         config.update(seed=seed, out_dir=str(folder))
-        state = _run_state(folder)
-        if state != "start":
-            _check_same_config(folder, config)
-        if on_seed is not None:
-            on_seed(setting, seed, state)
-        if state == "reuse":
-            runs.append(SeedRun(seed, folder, json.loads((folder / "summary.json").read_text()), 0.0, reused=True))
-            continue
-        start = time.perf_counter()
-        result = Trainer(from_dict(config).validate(), progress=False).run(resume=state == "resume")
-        runs.append(SeedRun(seed, folder, result.summary, time.perf_counter() - start))
+        summary, seconds, state = train_or_reuse(
+            config, on_state=None if on_seed is None else (lambda state, s=seed: on_seed(setting, s, state)))
+        runs.append(SeedRun(seed, folder, summary, seconds, reused=state == "reuse"))
     return runs
+
+
+def train_or_reuse(config: dict, data=None, on_state: Callable[[str], None] | None = None,
+                   progress: bool | None = False) -> tuple[dict, float, str]:
+    """Train the run ``config`` describes into its ``out_dir``, unless that folder already holds it: a finished
+    run is reused, an unfinished one resumed (only for the same config: a ConfigError names the keys that
+    differ). ``data``: a ``PreparedData`` to train on instead of loading ``config``'s. ``on_state`` is told
+    "start", "resume" or "reuse" first; ``progress``: a progress bar (None: when stderr is a terminal).
+    Returns (summary, seconds spent here, state)."""
+    from .engine import Trainer
+
+    folder = Path(config["out_dir"])
+    state = _run_state(folder)
+    if state != "start":
+        _check_same_config(folder, config)
+    if on_state is not None:
+        on_state(state)
+    if state == "reuse":
+        return json.loads((folder / "summary.json").read_text()), 0.0, state
+    start = time.perf_counter()
+    result = Trainer(from_dict(copy.deepcopy(config)).validate(), data=data, progress=progress).run(
+        resume=state == "resume")
+    return result.summary, time.perf_counter() - start, state
 
 
 def _run_state(folder: Path) -> str:
@@ -169,8 +183,11 @@ def _check_same_config(folder: Path, config: dict) -> None:
         return
     saved = load_config(saved_path).to_dict()
     wanted = load_config(base=config).to_dict()
+    from .engine.trainer import RESUME_MAY_CHANGE  # where a run trains and writes, not what it computes
+
     differ = sorted(k for k in set(_flat(saved)) | set(_flat(wanted))
-                    if k != "out_dir" and _flat(saved).get(k) != _flat(wanted).get(k))
+                    if k.split(".")[0] not in RESUME_MAY_CHANGE and k not in RESUME_MAY_CHANGE
+                    and _flat(saved).get(k) != _flat(wanted).get(k))
     if differ:
         raise ConfigError(f"{folder} holds a run of another config (differs in {', '.join(differ)}); "
                           "use another --out, or remove that folder")
@@ -328,13 +345,18 @@ def split_method_specs(text: str) -> list[str]:
     return specs
 
 
-def compare_settings(methods: Sequence[str], base: str | Path = "digits/sym40", overrides: Sequence[str] = (),
+def compare_settings(methods: Sequence[str], base: str | Path | None = "digits/sym40", overrides: Sequence[str] = (),
                      device: str | None = None) -> list[Setting]:
-    """One setting per method spec on the same data and noisy labels (the base config with ``overrides``)."""
+    """One setting per method spec on the same data and noisy labels (the base config, or noisykd's defaults when
+    ``base`` is None, with ``overrides``). When
+    the overrides name another data source than the base config's, the base's noise, label set, subsets and
+    paper numbers are left out (``noisykd.config.rebase_on_data``) and a warning says so."""
     settings = []
-    for spec in methods:
+    for number, spec in enumerate(methods):
         label, method, args = parse_method_spec(spec)
-        data = read_config_file(base)
+        data, dropped = read_config_for(base, list(overrides)) if base is not None else ({}, [])
+        if dropped and number == 0:  # said once: every method runs on the same data
+            log.warning(describe_rebase(data, data_spec_of(overrides), dropped))
         data["method"], data["method_args"] = method, args
         if device is not None:
             data["device"] = device

@@ -55,6 +55,8 @@ class ImageDataset:
     labels_are_truth: True for the curated benchmark sets (digits, CIFAR, MNIST, Fashion-MNIST), whose labels
     are the ground truth against which synthetic noise is scored; False for the user's own data (``folder:``,
     ``npz:``), whose given labels may themselves be wrong: their noise is then unknown, not 0%.
+    val: the source's own validation split (``folder:ROOT`` with ``train/``, ``val/`` and ``test/``), or None;
+    a run then validates on it instead of holding out part of the training split.
     """
 
     name: str
@@ -64,6 +66,7 @@ class ImageDataset:
     meta: dict = field(default_factory=dict)
     normalization: Normalization | None = None
     labels_are_truth: bool = True
+    val: ImageSplit | None = None
 
     @property
     def num_classes(self) -> int:

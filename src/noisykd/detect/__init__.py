@@ -15,8 +15,8 @@
 """
 
 from .by_epoch import split_quality_by_epoch
-from .issues import (CSV_COLUMNS, METHODS, LabelIssues, estimate_noise_matrix, find_label_issues,
-                     get_label_quality_scores, most_likely_other)
+from .issues import (CSV_COLUMNS, METHODS, LabelIssues, confident_joint, estimate_noise_matrix, estimate_noise_rate,
+                     find_label_issues, get_label_quality_scores, most_likely_other)
 from .metrics import detection_metrics, expected_calibration_error
 from .mixture import LossGMM, fit_loss_gmm, gmm_clean_probability, small_loss_mask
 from .otsu import (
@@ -38,5 +38,5 @@ __all__ = [
     "gmm_clean_probability", "fit_loss_gmm", "small_loss_mask", "LossGMM",
     "detection_metrics", "expected_calibration_error", "split_quality_by_epoch",
     "find_label_issues", "get_label_quality_scores", "LabelIssues", "METHODS", "CSV_COLUMNS",
-    "estimate_noise_matrix", "most_likely_other",
+    "estimate_noise_matrix", "most_likely_other", "confident_joint", "estimate_noise_rate",
 ]

@@ -4,6 +4,11 @@ Reads only the standard columns every run writes (``noisykd.engine.outputs``): t
 noise score, flags and groups, the final class probabilities (``pred_probs``), and the image files of folder
 and CSV sources. The truth comes from the run when it knows it (synthetic noise, CIFAR-N), or from a CSV of
 verified labels for some samples; otherwise no precision or recall is claimed.
+
+Detectors: ``auto`` (the run's own decision), a rule re-deciding from the run's own scores or probabilities
+(``otsu_mu1``, ``otsu_s``, ``otsu_mu2``, ``gmm``, ``argmax``, ``confident_learning``), or ``cv`` / ``cv:RULE``:
+a rule on the out-of-sample probabilities of the run's cross-validation folds (``noisykd.crossval``), which also
+cover the run's validation samples.
 """
 
 from __future__ import annotations
@@ -22,7 +27,10 @@ from ..errors import DataError
 from .issues import estimate_noise_matrix, find_label_issues, most_likely_other
 from .metrics import detection_metrics
 
-DETECTORS = ("auto", "otsu_mu1", "otsu_s", "otsu_mu2", "gmm", "argmax", "confident_learning")
+RULES = ("otsu_mu1", "otsu_s", "otsu_mu2", "gmm", "argmax", "confident_learning")
+DETECTORS = ("auto", *RULES, "cv", *(f"cv:{rule}" for rule in RULES))
+#: The rule ``cv`` applies to cross-validated probabilities: see benchmarks/results/practitioner-*.md.
+CV_DEFAULT_RULE = "confident_learning"
 CSV_HEADER = ("rank", "index", "path", "given_label", "given_class", "suggested_label", "suggested_class",
               "noise_score", "group", "flagged")
 
@@ -33,7 +41,8 @@ class RunDetection:
     label (the most likely *other* class), noise score (higher = more likely wrong), Otsu group (-1: none) and
     flag; the detector, its rule and a note; ``truth`` says what the metrics are measured against (or that
     the truth is unknown); ``noise_matrix`` is the estimated transition matrix (rows: true class, columns:
-    given label) when the run saved its class probabilities."""
+    given label) and ``pred_probs`` (N x C) the class probabilities the detector judged by, when there are some
+    (the run's final ones, or the cross-validated ones of a ``cv`` detector)."""
 
     detector: str
     rule: str
@@ -49,6 +58,7 @@ class RunDetection:
     truth: str
     metrics: dict | None
     noise_matrix: np.ndarray | None
+    pred_probs: np.ndarray | None = None
 
     def ranking(self) -> np.ndarray:
         """Positions, most likely wrong first (ties by index)."""
@@ -94,10 +104,12 @@ def detect_from_run(run_dir: str | Path, detector: str = "auto", seed: int = 0,
     if detector not in DETECTORS:
         raise DataError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}")
     run_dir = Path(run_dir)
+    if detector == "cv" or detector.startswith("cv:"):
+        return _detect_cross_validated(run_dir, detector.partition(":")[2] or CV_DEFAULT_RULE, seed, verified)
     if not (run_dir / FINISHED).is_file():
         raise DataError(f"{run_dir}: not a finished noisykd run (no {FINISHED}); continue an interrupted run with "
                         f"noisykd train --resume {run_dir}")
-    samples = _read_samples(run_dir / "samples.npz")
+    samples = read_samples(run_dir / "samples.npz")
     missing = sorted({"given_label", "noise_score", "flagged", "index"} - set(samples))
     if missing:
         raise DataError(f"{run_dir / 'samples.npz'}: no column(s) {missing}; was the run made by another version of "
@@ -134,7 +146,35 @@ def detect_from_run(run_dir: str | Path, detector: str = "auto", seed: int = 0,
     return RunDetection(name, rule, note, classes, samples["index"][rows], paths, given, suggested.astype(np.int64),
                         noise_score.astype(np.float64), np.asarray(group, dtype=np.int64),
                         np.asarray(flagged, dtype=np.int64), truth, metrics,
-                        None if probs is None else estimate_noise_matrix(given, probs))
+                        None if probs is None else estimate_noise_matrix(given, probs), probs)
+
+
+def _detect_cross_validated(run_dir: Path, rule: str, seed: int, verified) -> RunDetection:
+    """``rule`` on the run's cross-validated probabilities (``RUN/cv/cv_probs.npz``): every labelled sample."""
+    from ..crossval import CrossValidated, cv_path
+
+    if not (run_dir / FINISHED).is_file():
+        raise DataError(f"{run_dir}: not a finished noisykd run (no {FINISHED})")
+    samples = read_samples(run_dir / "samples.npz")
+    cv = CrossValidated.load(cv_path(run_dir))
+    rows = cv.index
+    if len(rows) and (rows.max() >= len(samples["given_label"]) or
+                      not np.array_equal(samples["given_label"][rows], cv.given_label)):
+        raise DataError(f"{cv_path(run_dir)}: its labels are not the run's; run noisykd detect {run_dir} --cv K again")
+    summary = _read_summary(run_dir / "summary.json")
+    given, probs = cv.given_label, cv.pred_probs.astype(np.float64)
+    probs /= probs.sum(axis=1, keepdims=True)
+    classes = tuple(summary.get("classes") or (str(c) for c in range(probs.shape[1])))
+    issues = find_label_issues(given, probs, method=rule, seed=seed)
+    paths = samples["path"][rows] if "path" in samples else None
+    flagged, noise_score = issues.is_label_issue, issues.noise_score
+    truth, metrics = _truth_and_metrics(samples, rows, given, flagged, noise_score, classes, paths, verified)
+    group = issues.group if issues.group is not None else np.full(len(rows), -1)
+    what = f"{cv.folds}-fold cross-validated probabilities ({cv.checkpoint} checkpoint of each fold)"
+    return RunDetection(f"cv:{rule}", f"{issues.thresholds.get('rule', rule)}, on {what}", "", classes, rows, paths,
+                        given, most_likely_other(given, probs), noise_score.astype(np.float64),
+                        np.asarray(group, dtype=np.int64), np.asarray(flagged, dtype=np.int64), truth, metrics,
+                        estimate_noise_matrix(given, probs), probs)
 
 
 def _truth_and_metrics(samples, rows, given, flagged, noise_score, classes, paths, verified):
@@ -189,7 +229,7 @@ def read_verified(path: str | Path, index: np.ndarray, paths: np.ndarray | None,
     return out
 
 
-def _read_samples(path: Path) -> dict[str, np.ndarray]:
+def read_samples(path: Path) -> dict[str, np.ndarray]:
     """The per-sample arrays, numeric only (and the image paths as strings); a damaged file is one DataError."""
     if not path.is_file():
         raise DataError(f"{path}: no per-sample outputs; is {path.parent} a finished noisykd run?")

@@ -140,14 +140,13 @@ def most_likely_other(labels, pred_probs) -> np.ndarray:
     return probs.argmax(axis=1).astype(np.int64)
 
 
-def estimate_noise_matrix(labels, pred_probs) -> np.ndarray:
-    """The noise transition matrix T, C x C, T[j, i] = P(given label = i | true class = j) (rows: true class,
-    columns: given label, as ``NoisyLabels.transition_matrix``), estimated by confident learning's calibrated
-    confident joint (Northcutt et al. 2021): a sample counts towards (given i, true j) when its probability of j
-    reaches class j's average self-confidence (the largest such j); counts are calibrated to the label totals.
-    Rows sum to 1 (a class with no confident sample gets the identity row).
+def confident_joint(labels, pred_probs) -> np.ndarray:
+    """Confident learning's calibrated confident joint (Northcutt et al. 2021), C x C counts, [i, j] = how many
+    samples are estimated to carry given label i and true class j: a sample counts towards (i, j) when its
+    probability of j reaches class j's average self-confidence (the largest such j); each row is then scaled to
+    the number of samples given label i. Entries sum to the number of samples with a confident guess' rows.
 
-    Example: labels all correct and confident -> the identity matrix.
+    Example: every label right and confident -> a diagonal matrix of the label counts.
     """
     probs = _as_probs_2d(pred_probs, "pred_probs")
     y = _as_labels(labels, "labels", num_classes=probs.shape[1])
@@ -161,7 +160,26 @@ def estimate_noise_matrix(labels, pred_probs) -> np.ndarray:
     np.add.at(joint, (y[has_guess], true_guess[has_guess]), 1)
     totals = np.bincount(y, minlength=c).astype(np.float64)
     row_sums = joint.sum(axis=1, keepdims=True)
-    joint = np.divide(joint * totals[:, None], row_sums, out=np.zeros_like(joint), where=row_sums > 0)
+    return np.divide(joint * totals[:, None], row_sums, out=np.zeros_like(joint), where=row_sums > 0)
+
+
+def estimate_noise_rate(labels, pred_probs) -> float:
+    """The estimated share of wrong labels: the off-diagonal mass of :func:`confident_joint` over its total
+    (0.0 for an empty joint). Use out-of-sample probabilities: a model that memorised its labels finds none."""
+    joint = confident_joint(labels, pred_probs)
+    total = joint.sum()
+    return float((total - np.trace(joint)) / total) if total > 0 else 0.0
+
+
+def estimate_noise_matrix(labels, pred_probs) -> np.ndarray:
+    """The noise transition matrix T, C x C, T[j, i] = P(given label = i | true class = j) (rows: true class,
+    columns: given label, as ``NoisyLabels.transition_matrix``), from :func:`confident_joint` normalised per true
+    class. Rows sum to 1 (a class with no confident sample gets the identity row).
+
+    Example: labels all correct and confident -> the identity matrix.
+    """
+    joint = confident_joint(labels, pred_probs)
+    c = joint.shape[0]
     column_sums = joint.sum(axis=0, keepdims=True)
     given_of_true = np.where(column_sums > 0, joint / np.where(column_sums > 0, column_sums, 1), np.eye(c))
     return given_of_true.T

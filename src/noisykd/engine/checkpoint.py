@@ -22,6 +22,25 @@ PREVIOUS = "previous.pt"
 BEST = "best.pt"
 
 
+def run_checkpoint(target: str | Path, best: bool = False) -> Path:
+    """The checkpoint a command reads: ``target`` itself when it is a file, else the run folder's
+    ``checkpoints/best.pt`` (``best``) or ``checkpoints/last.pt``; a CheckpointError says what is missing and why."""
+    target = Path(target)
+    if target.is_file():
+        return target
+    path = target / "checkpoints" / (BEST if best else LAST)
+    if path.is_file():
+        return path
+    if not target.is_dir():
+        raise CheckpointError(f"{target}: no such run folder or checkpoint file")
+    if best and (target / "checkpoints" / LAST).is_file():
+        raise CheckpointError(f"{target}: no checkpoints/best.pt: the run has no validation split and was made "
+                              "by an earlier noisykd (runs now always write best.pt) or has not finished; use its "
+                              "last epoch (drop --best)")
+    raise CheckpointError(f"{target}: no checkpoints/{path.name}; is it a noisykd run folder (noisykd train "
+                          f"--out {target})?")
+
+
 def save_atomic(obj: dict, path: str | Path) -> None:
     """``torch.save`` to a temporary file in the same folder, flush to disk, then rename over ``path``. A full
     disk is an :class:`OutputError` naming the path (and the temporary file is removed)."""

@@ -6,8 +6,9 @@ without knowing any method: ``given_label``, ``clean_label`` and ``is_noisy`` (w
 ``predicted_label``, ``p_given`` and ``loss`` (the final model's), ``in_train`` (1 for the samples trained on),
 ``suggested_label``, ``noise_score`` (in [0, 1], higher = more likely wrong; NaN off the training set),
 ``flagged`` (1 / 0; -1 off the training set), ``group`` (-1 for none), ``path`` (the image file, for folder
-and CSV sources) and ``pred_probs`` (N x C, the final model's class probabilities, for other detectors and
-for cleanlab). The method's own columns follow.
+and CSV sources), ``pred_probs`` (N x C, the final model's class probabilities, for other detectors and
+for cleanlab) and ``in_val`` (1 for the held-out noisy-validation samples, whose ``pred_probs``,
+``predicted_label``, ``p_given`` and ``loss`` are then out-of-sample). The method's own columns follow.
 """
 
 from __future__ import annotations
@@ -53,8 +54,9 @@ class RunOutputs:
 
 
 def collect_outputs(data: PreparedData, train_logits: torch.Tensor, method_name: str, outputs: SampleOutputs,
-                    seed: int) -> RunOutputs:
-    """All per-sample columns. ``train_logits``: (N_train, C) final logits on the training split (its order)."""
+                    seed: int, val_logits: torch.Tensor | None = None) -> RunOutputs:
+    """All per-sample columns. ``train_logits``: (N_train, C) final logits on the training split (its order);
+    ``val_logits``: (N_val, C) on the held-out validation samples (``data.val``, dataset indices), or None."""
     if not isinstance(outputs, SampleOutputs):
         raise ContractError(f"{method_name}.sample_outputs must return a SampleOutputs, got {type(outputs).__name__}")
     n, rows = data.num_samples, data.train.indices
@@ -63,18 +65,26 @@ def collect_outputs(data: PreparedData, train_logits: torch.Tensor, method_name:
     if data.clean_labels is not None:
         columns["clean_label"] = data.clean_labels
         columns["is_noisy"] = data.noisy.is_noisy.astype(np.int64)
-    rows_t = torch.from_numpy(rows)
-    probs = F.softmax(train_logits, dim=1)
-    pred_probs = np.full((n, probs.shape[1]), np.nan, dtype=np.float32)  # the final model's class distribution
-    pred_probs[rows] = probs.numpy()
-    given_t = torch.from_numpy(given)[rows_t]
-    columns["predicted_label"] = _by_index(n, rows, probs.argmax(1).numpy(), -1, np.int64)
-    columns["p_given"] = _by_index(n, rows, probs.gather(1, given_t[:, None])[:, 0].numpy(), np.nan, np.float32)
-    columns["loss"] = _by_index(n, rows, F.cross_entropy(train_logits, given_t, reduction="none").numpy(), np.nan,
-                                np.float32)
+    predicted = [(rows, train_logits)] + ([(data.val.indices, val_logits)] if val_logits is not None else [])
+    num_classes = train_logits.shape[1]
+    pred_probs = np.full((n, num_classes), np.nan, dtype=np.float32)  # the final model's class distribution
+    columns["predicted_label"] = np.full(n, -1, dtype=np.int64)
+    columns["p_given"] = np.full(n, np.nan, dtype=np.float32)
+    columns["loss"] = np.full(n, np.nan, dtype=np.float32)
+    for where, logits in predicted:
+        probs = F.softmax(logits, dim=1)
+        given_t = torch.from_numpy(given[where])
+        pred_probs[where] = probs.numpy()
+        columns["predicted_label"][where] = probs.argmax(1).numpy()
+        columns["p_given"][where] = probs.gather(1, given_t[:, None])[:, 0].numpy()
+        columns["loss"][where] = F.cross_entropy(logits, given_t, reduction="none").numpy()
     in_train = np.zeros(n, dtype=np.int64)
     in_train[rows] = 1
     columns["in_train"] = in_train
+    if val_logits is not None:
+        in_val = np.zeros(n, dtype=np.int64)
+        in_val[data.val.indices] = 1
+        columns["in_val"] = in_val
     files = data.dataset.meta.get("train_files")
     if files is not None and len(files) == n:  # folder / CSV sources: the image file of every index
         columns["path"] = np.asarray(files, dtype=str)
@@ -111,12 +121,6 @@ def _default_detection(given: np.ndarray, p_given: np.ndarray, rows: np.ndarray,
     flagged[rows] = issues.is_label_issue
     return Detection(clean_score=clean_score, flagged=flagged, detector=DEFAULT_DETECTOR,
                      rule="2-component GMM on the final per-sample loss (DivideMix); flagged: the high-loss component")
-
-
-def _by_index(n: int, rows: np.ndarray, values: np.ndarray, fill, dtype) -> np.ndarray:
-    out = np.full(n, fill, dtype=dtype)
-    out[rows] = values
-    return out
 
 
 def _check_lengths(method_name: str, outputs: SampleOutputs, n: int) -> None:

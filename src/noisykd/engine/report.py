@@ -37,6 +37,8 @@ def model_selection(history: list[dict], metric: str = "test_acc") -> dict:
     """The three selections every run reports: last epoch, best noisy-validation epoch, best test (oracle)."""
     last = history[-1]
     out: dict = {"last": {"epoch": last["epoch"], metric: last.get(metric), **_ece(last)}}
+    if last.get("val_acc") is not None:
+        out["last"]["val_acc"] = last["val_acc"]
     with_val = [r for r in history if r.get("val_acc") is not None]
     if with_val:
         best = max(with_val, key=lambda r: (r["val_acc"], r["epoch"]))

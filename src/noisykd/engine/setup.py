@@ -1,9 +1,10 @@
 """From a :class:`DataConfig` to the splits a run trains and evaluates on.
 
 Order: load the source -> choose the training labels (saved file, label set, or synthetic noise on the clean
-labels; universal noise also swaps images for out-of-distribution ones) -> optional stratified subset -> optional
-held-out noisy validation split. Every sample keeps its index in the source's training split, which keys the
-per-sample store.
+labels; universal noise also swaps images for out-of-distribution ones) -> optional stratified subset -> the
+noisy validation split (the source's own, or held out from the training split, stratified by given label; 10%
+by default) -> for a cross-validation fold run, the held-out fold. Every sample keeps its index in the source's
+training split, which keys the per-sample store.
 """
 
 from __future__ import annotations
@@ -24,10 +25,13 @@ from ..noise.openset import parse_openset_spec
 class PreparedData:
     """The splits of one run.
 
-    train / val: the training samples (noisy labels) and the held-out noisy validation samples, or None.
+    train / val: the training samples (noisy labels) and the noisy validation samples, or None: held out
+                 from the source's training split (their indices are dataset indices), or the source's own
+                 validation split (``val_is_own``: its indices are positions in that split).
     test:        the clean test split, or None.
     noisy:       the training labels of every sample of the source's train split (N = num_samples), with
                  the ground truth when known; saved with the run so that other runs can reuse it.
+    heldout:     the fold a cross-validation fold run does not train on (``data.cv_fold``), or None.
     """
 
     dataset: ImageDataset
@@ -35,6 +39,8 @@ class PreparedData:
     val: ImageSplit | None
     test: ImageSplit | None
     noisy: NoisyLabels
+    heldout: ImageSplit | None = None
+    val_is_own: bool = False
 
     @property
     def num_samples(self) -> int:
@@ -72,19 +78,75 @@ def prepare_data(cfg: DataConfig, dataset: ImageDataset | None = None) -> Prepar
     rng = np.random.default_rng(cfg.val_seed)
     if cfg.train_subset is not None and cfg.train_subset < len(rows):
         rows = stratified_pick(train.labels, cfg.train_subset, rng)
-    val = None
-    if cfg.val_fraction > 0:
-        n_val = int(round(cfg.val_fraction * len(rows)))
-        if n_val < 1 or n_val >= len(rows):
-            raise ConfigError(f"data.val_fraction={cfg.val_fraction} leaves no training or validation samples")
-        held = np.sort(rng.choice(rows, size=n_val, replace=False))
-        val = train.subset(held)
+    val, val_is_own = None, False
+    fraction = validation_fraction(cfg, len(rows), own_split=dataset.val is not None)
+    if fraction is None:
+        val, val_is_own = dataset.val, True
+    elif fraction > 0:
+        held = rows[stratified_holdout(train.labels[rows], fraction, rng)]
+        if len(held) < 1 or len(held) >= len(rows):
+            raise ConfigError(f"data.val_fraction={cfg.val_fraction} leaves no training or validation samples "
+                              f"({len(rows)} training samples)")
+        val = train.subset(np.sort(held))
         rows = np.setdiff1d(rows, held)
+    heldout = None
+    if cfg.cv_folds is not None:
+        fold = stratified_folds(train.labels[rows], cfg.cv_folds, np.random.default_rng([cfg.val_seed, cfg.cv_folds]))
+        if np.bincount(fold, minlength=cfg.cv_folds).min() < 1:
+            raise ConfigError(f"data.cv_folds={cfg.cv_folds}: more folds than the {len(rows)} training samples")
+        heldout = train.subset(np.sort(rows[fold == cfg.cv_fold]))
+        rows = rows[fold != cfg.cv_fold]
     test = dataset.test
     if test is not None and cfg.test_subset is not None and cfg.test_subset < len(test):
         # its own generator: the training subset and validation split do not depend on this option
         test = test.subset(stratified_pick(test.labels, cfg.test_subset, np.random.default_rng(cfg.val_seed)))
-    return PreparedData(dataset, train.subset(np.sort(rows)), val, test, noisy)
+    return PreparedData(dataset, train.subset(np.sort(rows)), val, test, noisy, heldout=heldout, val_is_own=val_is_own)
+
+
+def validation_fraction(cfg: DataConfig, train_samples: int, own_split: bool) -> float | None:
+    """The share of the training samples to hold out as noisy validation; None: use the source's own validation
+    split. ``data.val_fraction`` when set; unset: the source's own split if it has one, else
+    ``AUTO_VALIDATION_FRACTION`` (0 below ``MIN_AUTO_VALIDATION`` training samples)."""
+    from ..config import AUTO_VALIDATION_FRACTION, MIN_AUTO_VALIDATION
+
+    if cfg.val_fraction is not None:
+        if own_split and cfg.val_fraction > 0:
+            raise ConfigError(f"data.val_fraction={cfg.val_fraction} holds out part of the training images, but "
+                              f"{cfg.spec!r} has its own validation split (val/): leave data.val_fraction unset to "
+                              "validate on it, or set it to 0 for no validation")
+        return cfg.val_fraction
+    if own_split:
+        return None
+    return AUTO_VALIDATION_FRACTION if train_samples >= MIN_AUTO_VALIDATION else 0.0
+
+
+def stratified_holdout(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Positions of ``round(fraction * N)`` samples drawn in proportion to each label's share (largest
+    remainders first), never a class's last sample (a class keeps at least one training sample); sorted.
+    Example: 100 labels, 90 of class 0 and 10 of class 1, fraction 0.1 -> 9 of class 0 and 1 of class 1."""
+    count = int(round(fraction * len(labels)))
+    classes, counts = np.unique(labels, return_counts=True)
+    share = counts / counts.sum() * count
+    quotas = np.minimum(np.floor(share).astype(int), counts - 1)
+    for c in np.argsort(-(share - np.floor(share)), kind="stable"):  # hand out the remainder where it fits
+        if quotas.sum() >= count:
+            break
+        if quotas[c] < counts[c] - 1:
+            quotas[c] += 1
+    picked = [rng.choice(np.flatnonzero(labels == cls), size=q, replace=False) for cls, q in zip(classes, quotas)]
+    return np.sort(np.concatenate(picked)) if picked else np.zeros(0, dtype=np.int64)
+
+
+def stratified_folds(labels: np.ndarray, folds: int, rng: np.random.Generator) -> np.ndarray:
+    """A fold id in [0, folds) per sample, each label's samples dealt round-robin over the folds in a random
+    order (scikit-learn's StratifiedKFold idea): fold sizes differ by at most one per class."""
+    fold = np.empty(len(labels), dtype=np.int64)
+    offset = 0
+    for cls in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == cls))
+        fold[members] = (offset + np.arange(len(members))) % folds
+        offset += len(members)  # the next class continues the deal, so that small classes spread over folds
+    return fold
 
 
 def choose_training_labels(cfg: DataConfig, dataset: ImageDataset) -> NoisyLabels:

@@ -44,8 +44,7 @@ from ..errors import CheckpointError, ConfigError, ContractError, DataError, Out
 from ..methods import (Batch, EvalBatch, GroundTruth, Method, MethodContext, Prediction, Progress, View, Views,
                        create_method)
 from ..models import create_model, wrap_module
-from . import report
-from . import distributed
+from . import distributed, guard, report
 from .checkpoint import (BEST, find_resume_checkpoint, has_checkpoint, load_checkpoint, output_error, run_folder_of,
                          save_atomic, save_rotating)
 from .feed import ImageFeed, training_batch_sizes
@@ -59,9 +58,10 @@ from .setup import PreparedData, prepare_data
 from .state import SampleStore
 from .step import TrainStep
 
-#: Version of the checkpoint layout. Format 1 (before network roles) still loads for evaluation, not to resume.
-CHECKPOINT_FORMAT = 2
-READABLE_FORMATS = (1, 2)
+#: Version of the checkpoint layout. Formats 1 (before network roles) and 2 (before the stratified validation
+#: split: a run resumed from it would train on other samples) still load for evaluation, not to resume.
+CHECKPOINT_FORMAT = 3
+READABLE_FORMATS = (1, 2, 3)
 StepCallback = Callable[["Trainer", int, int], None]  # (trainer, epoch, step_in_epoch)
 log = logging.getLogger("noisykd.engine")
 
@@ -174,7 +174,12 @@ class Trainer:
                 self.method.on_train_start(resumed=checkpoint is not None)
                 self.store.synchronize()
                 for epoch in range(self.epoch, self.config.optim.epochs):
+                    if guard.should_stop_early(self.history, self.config.optim.early_stop_patience):
+                        break
                     self.train_epoch(epoch)
+                if self.epoch < self.config.optim.epochs:
+                    log.info(f"early stop after epoch {self.epoch}: no better noisy-validation accuracy for "
+                             f"{self.config.optim.early_stop_patience} evaluated epochs (optim.early_stop_patience)")
                 result = self.finish()
             except BaseException:
                 if writer and checkpoint is None and not has_checkpoint(folder.path):  # nothing worth keeping yet
@@ -183,7 +188,7 @@ class Trainer:
                         shutil.rmtree(folder.path, ignore_errors=True)
                 raise
             # last: only now is the run finished
-            procs.on_writer(lambda: folder.mark_finished(self.config.optim.epochs), "the end of the run")
+            procs.on_writer(lambda: folder.mark_finished(self.epoch), "the end of the run")
         return result
 
     def _check_new_run(self, folder: RunFolder) -> None:
@@ -342,6 +347,7 @@ class Trainer:
         if procs.world_size > 1:
             self._seed_rank_streams(epoch)
         self.method.on_epoch_start(epoch)
+        phase = self.method.phase()  # what the epoch trains under (a change between rows is a phase change)
         self.nets.train(True)
         order = torch.randperm(len(self.feed), generator=self.gen_shuffle)
         meter = EpochMeter(self.device, self.clean_by_index, self.noisy_by_index)
@@ -379,15 +385,20 @@ class Trainer:
         extra = self.method.on_epoch_end(epoch, _method_metrics(reduced)) or {}
         self.store.synchronize()
         self._check_ranks_agree()
-        clashes = sorted(set(extra) & (set(row) | {"img_per_s", "epoch_time_s"}))
+        clashes = sorted(set(extra) & (set(row) | {"img_per_s", "epoch_time_s", "phase"}))
         if clashes:
             raise ContractError(f"{self.method.name}.on_epoch_end returned {clashes}, which are the engine's columns")
         row.update(extra)
         row.update({"img_per_s": meter.seen / train_time, "epoch_time_s": train_time})
+        if phase is not None:
+            row["phase"] = str(phase)
         self.history.append(row)
         self.epoch = epoch + 1
         procs.on_writer(lambda: self._checkpoint(row), "the checkpoint")
         log.info(epoch_line(row, cfg.optim.epochs))
+        for event in guard.collapse_events(self.history, cfg.log.collapse_drop):
+            if event.epoch == row["epoch"]:
+                log.warning(f"collapse: {event.message(cfg.method, str(self.out_dir))}")
         if getattr(self, "tensorboard", None) is not None:
             for key, value in row.items():
                 if isinstance(value, (int, float)) and key != "epoch":
@@ -520,9 +531,14 @@ class Trainer:
         if row.get("val_acc") is not None:
             best = max((r["val_acc"] for r in self.history if r.get("val_acc") is not None))
             if row["val_acc"] >= best:
-                save_atomic({key: state[key] for key in ("format", "config", "normalization", "data_shape", "epoch",
-                                                         "networks", "frozen", "method")}, folder / BEST)
+                save_atomic(self._weights(state), folder / BEST)
         report.write_metrics(self.history, self.out_dir)
+
+    @staticmethod
+    def _weights(state: dict) -> dict:
+        """What ``best.pt`` keeps of a full training state: the networks and what evaluating them needs."""
+        return {key: state[key] for key in ("format", "config", "normalization", "data_shape", "epoch", "networks",
+                                            "frozen", "method")}
 
     def _state(self) -> dict:
         return {
@@ -589,12 +605,23 @@ class Trainer:
     def _finish(self) -> RunResult:
         """Every rank predicts (its part, gathered) and computes the outputs; rank 0 writes them."""
         out, rows = self.out_dir, self.data.train.indices
+        held_out = self.data.val if self.data.val is not None and not self.data.val_is_own else None
         outputs = collect_outputs(self.data, self.predict_split(self.data.train).logits, self.method.name,
-                                  self.method.sample_outputs(), self.config.seed)
+                                  self.method.sample_outputs(), self.config.seed,
+                                  val_logits=None if held_out is None else self.predict_split(held_out).logits)
         calibration = self._final_reliability()
         summary = report.run_summary(self.config, self.data, self.history, outputs.detection_summary(rows),
                                      self.method.summary(), str(self.device),
                                      calibration=None if calibration is None else calibration.to_dict())
+        summary["selection"] = guard.selection_summary(self.history)
+        summary["best_checkpoint"] = ("the best noisy-validation epoch" if summary["selection"] else
+                                      "the last epoch (no validation split to choose by)")
+        summary["collapse"] = [e.to_dict(self.config.method, str(self.out_dir)) for e in
+                               guard.collapse_events(self.history, self.config.log.collapse_drop)]
+        summary["collapse_drop"] = self.config.log.collapse_drop
+        summary["epochs_trained"] = self.epoch
+        if self.epoch < self.config.optim.epochs:
+            summary["early_stop"] = {"after_epoch": self.epoch, "patience": self.config.optim.early_stop_patience}
         if self.processes.distributed:
             summary["processes"] = {"world_size": self.processes.world_size, "backend": self.processes.backend,
                                     "sync_batchnorm": self.config.distributed.sync_batchnorm}
@@ -603,8 +630,11 @@ class Trainer:
         return RunResult(out, self.history, summary)
 
     def _write_outputs(self, outputs, summary: dict, calibration: Reliability | None) -> None:
-        """Rank 0: samples.npz/csv, summary.json, the plots and the method's reports."""
+        """Rank 0: samples.npz/csv, summary.json, the plots, the method's reports and, for a run without a
+        validation split, ``best.pt`` (its last epoch: every run has one for ``eval --best``)."""
         out, rows = self.out_dir, self.data.train.indices
+        if summary["selection"] is None:
+            save_atomic(self._weights(self._state()), out / "checkpoints" / BEST)
         self.store.export(out / "samples.npz", out / "samples.csv", columns=outputs.columns, rows=rows)
         report.write_json(summary, out / "summary.json")
         title = f"{self.config.method} on {self.config.data.spec}"

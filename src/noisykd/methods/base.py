@@ -10,7 +10,7 @@ engine never reads a method's attributes or column names. In order::
     views() -> {name: View}           the augmented images each training batch must carry
     on_train_start(resumed)           networks placed, before the first epoch (e.g. score every sample once)
     for each epoch:
-        on_epoch_start(epoch)
+        on_epoch_start(epoch); phase() -> str | None   what the epoch trains under
         for each batch:
             training_step(batch) -> StepOutput        [engine: backward, optimiser step]
             after_optimizer_step(progress)             e.g. an EMA update
@@ -425,6 +425,13 @@ class Method:
 
     def on_epoch_start(self, epoch: int) -> None:
         pass
+
+    def phase(self) -> str | None:
+        """The phase the coming epoch trains in, for people (BKD: ``"stage 2: split at the fitting epoch 8,
+        teacher on the robust loss"``), or None for a method without phases (the default). The engine asks after
+        ``on_epoch_start`` and records it with the epoch; a change is a phase change, after which the collapse
+        guard (``noisykd.engine.guard``) watches the noisy-validation accuracy."""
+        return None
 
     def training_step(self, batch: Batch) -> StepOutput:
         raise NotImplementedError

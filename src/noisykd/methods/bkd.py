@@ -207,6 +207,12 @@ class BlindKnowledgeDistillation(Method):
                                    # Eq. 4 summand per sample; the engine's epoch mean is Eq. 4
                                    "mean_max_p_student": mean_max_probability(p_student)})
 
+    def phase(self) -> str:
+        if self.stage == 1:
+            return "stage 1: teacher on cross-entropy until the fitting epoch"
+        loss = "the robust loss (Eqs. 7-8)" if self.args.robust_stage else "cross-entropy (robust_stage=false)"
+        return f"stage 2: split at the fitting epoch {self.split['fitting_epoch']}, teacher on {loss}"
+
     def _record_training_pass(self, batch: Batch, p_t, p_s, p_a) -> None:
         """P_T(y|x), P_S(y|x) and P_A(y|x) of this training pass, in the column of the current epoch."""
         labels = batch.labels[:, None]

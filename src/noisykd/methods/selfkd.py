@@ -98,6 +98,15 @@ class SelfCorrection:
             return mconf_global_trust(self.certainty, self.rho, self.b1)
         return 1.0
 
+    def phase(self, epoch: int, total_epochs: int, steps_per_epoch: int) -> str | None:
+        """ProSelfLC and Mconf: which side leads the refined label at the start of ``epoch`` (0-based): the given
+        labels (global trust g < 0.5) or the model's predictions (g >= 0.5); None for the other kinds."""
+        if self.kind not in ("proselflc", "mconf"):
+            return None
+        g = self.global_trust(Progress(epoch, epoch * steps_per_epoch, 0, steps_per_epoch, total_epochs))
+        return ("global trust g >= 0.5: the predictions lead the refined labels" if g >= 0.5
+                else "global trust g < 0.5: the given labels lead")
+
     def target(self, labels: torch.Tensor, log_probs: torch.Tensor,
                progress: Progress) -> tuple[torch.Tensor, torch.Tensor]:
         """(q~ (B, C), eps (B,)) for given labels (B,) and the model's log-probabilities (B, C) (float32)."""
@@ -180,6 +189,7 @@ class SelfLabelCorrection(Method):
         options = {k: getattr(args, k) for k in ("b1", "transit", "schedule_unit", "rho", "detach_target")
                    if hasattr(args, k)}
         self.correction = SelfCorrection(self.kind, ctx.num_classes, **options)
+        self._epoch = 0
 
     def training_step(self, batch: Batch) -> StepOutput:
         logits = self.net(batch.views["train"])
@@ -189,6 +199,12 @@ class SelfLabelCorrection(Method):
         return StepOutput(loss=loss, logits=logits, metrics={
             "epsilon": eps, "global_trust": self.correction.global_trust(batch.progress),
             "norm_entropy": normalized_entropy(log_probs.detach())})
+
+    def on_epoch_start(self, epoch: int) -> None:
+        self._epoch = epoch
+
+    def phase(self) -> str | None:
+        return self.correction.phase(self._epoch, self.ctx.total_epochs, self.ctx.steps_per_epoch)
 
     def on_epoch_end(self, epoch: int, train_metrics: Mapping[str, float]) -> dict[str, float]:
         self.correction.end_epoch(train_metrics["norm_entropy"])

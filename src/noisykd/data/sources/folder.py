@@ -2,10 +2,13 @@
 
 Folder layout (as torchvision's ImageFolder): ``ROOT/CLASS/**/*.png|jpg|jpeg|bmp|webp`` (extensions
 case-insensitive, classes sorted by name). When ROOT has a ``train/`` sub-folder, ``train/`` and ``test/``
-(or, failing that, ``val/``) are the splits, each in that layout; otherwise everything is train.
+(or, failing that, ``val/``) are the splits, each in that layout; with ``train/``, ``val/`` and ``test/`` all
+three, ``val/`` is the validation split (model selection) and ``test/`` the test split; otherwise everything
+is train.
 
-CSV manifest: a header with ``path`` and ``label`` columns and an optional ``split`` column (train/test; val is
-read as test). Paths are relative to the CSV's folder. Labels are class names, or integers when every label
+CSV manifest: a header with ``path`` and ``label`` columns and an optional ``split`` column (train, val,
+validation, test): ``validation`` rows are the validation split; ``val`` rows too when some rows are test, else
+they are the test split (the layout of many data sets). Paths are relative to the CSV's folder. Labels are class names, or integers when every label
 is one (classes are then '0'..str(max)).
 
 Images become RGB, or L (one channel) when every image is grey. With ``resize=S`` every image is resized to
@@ -30,7 +33,7 @@ from ..registry import register_dataset
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp"})
 GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})
 TEST_FOLDERS = ("test", "val")  # first one present is the test split
-SPLIT_NAMES = {"train": "train", "test": "test", "val": "test", "valid": "test", "validation": "test"}
+SPLIT_NAMES = {"train": "train", "test": "test", "val": "val?", "valid": "val?", "validation": "val"}
 # Decoding is mostly C code that releases the GIL, so threads help; below this many files they only add overhead.
 THREADS_FROM = 64
 MAX_THREADS = 8
@@ -81,21 +84,27 @@ def scan_class_folders(root: Path, classes: tuple[str, ...] | None = None) -> tu
     return classes, FileList(paths, np.asarray(labels, dtype=np.int64))
 
 
-def scan_folder_root(root: Path) -> tuple[tuple[str, ...], FileList, FileList | None, str | None]:
-    """Folder layout -> (classes, train files, test files or None, name of the test folder or None)."""
+def scan_folder_root(root: Path) -> tuple[tuple[str, ...], FileList, FileList | None, str | None, FileList | None]:
+    """Folder layout -> (classes, train files, test files or None, name of the test folder or None, validation
+    files or None: ``val/`` when ``test/`` is there too)."""
     if not (root / "train").is_dir():
         classes, train = scan_class_folders(root)
-        return classes, train, None, None
+        return classes, train, None, None, None
     classes, train = scan_class_folders(root / "train")
+    if (root / "test").is_dir() and (root / "val").is_dir():
+        _, test = scan_class_folders(root / "test", classes)
+        _, val = scan_class_folders(root / "val", classes)
+        return classes, train, test, "test", val
     for name in TEST_FOLDERS:
         if (root / name).is_dir():
             _, test = scan_class_folders(root / name, classes)
-            return classes, train, test, name
-    return classes, train, None, None
+            return classes, train, test, name, None
+    return classes, train, None, None, None
 
 
-def read_manifest(csv_path: Path) -> tuple[tuple[str, ...], FileList, FileList | None]:
-    """CSV manifest -> (classes, train files, test files or None); errors name the CSV and its line."""
+def read_manifest(csv_path: Path) -> tuple[tuple[str, ...], FileList, FileList | None, FileList | None]:
+    """CSV manifest -> (classes, train files, test files or None, validation files or None); errors name the CSV
+    and its line. Rows of split val are the validation split when some rows are test, else the test split."""
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as f:  # -sig: tolerate a spreadsheet's BOM
             reader = csv.DictReader(f)
@@ -117,20 +126,23 @@ def read_manifest(csv_path: Path) -> tuple[tuple[str, ...], FileList, FileList |
             raise DataError(f"{csv_path}, line {line}: empty path or label")
         split_value = (row.get("split") or "train").strip().lower() if "split" in fields else "train"
         if split_value not in SPLIT_NAMES:
-            raise DataError(f"{csv_path}, line {line}: split {split_value!r} must be train or test")
+            raise DataError(f"{csv_path}, line {line}: split {split_value!r} must be train, validation (or val) or test")
         path = base / rel
         if not path.is_file():
             raise DataError(f"{csv_path}, line {line}: image {path} not found")
         entries.append((SPLIT_NAMES[split_value], path, label))
     classes, label_ids = _manifest_classes(csv_path, [e[2] for e in entries])
+    # val (not validation) alone is the test split, as in many data sets' layout; beside test rows, validation
+    has_test = any(e[0] == "test" for e in entries)
+    entries = [(("val" if has_test else "test") if e[0] == "val?" else e[0], e[1], e[2]) for e in entries]
     splits: dict[str, FileList] = {}
-    for split in ("train", "test"):
+    for split in ("train", "test", "val"):
         rows_of_split = [i for i, e in enumerate(entries) if e[0] == split]
         if rows_of_split:
             splits[split] = FileList([entries[i][1] for i in rows_of_split], label_ids[rows_of_split])
     if "train" not in splits:
         raise DataError(f"{csv_path}: no row has split 'train'")
-    return classes, splits["train"], splits.get("test")
+    return classes, splits["train"], splits.get("test"), splits.get("val")
 
 
 def _manifest_classes(csv_path: Path, labels: list[str]) -> tuple[tuple[str, ...], np.ndarray]:
@@ -218,22 +230,26 @@ def load_folder(root: str = "", *, resize: int | None = None) -> ImageDataset:
     source = Path(root).expanduser()
     test_name = "test"
     if source.is_file() and source.suffix.lower() == ".csv":
-        classes, train, test = read_manifest(source)
+        classes, train, test, val = read_manifest(source)
     elif source.is_dir():
-        classes, train, test, test_name = scan_folder_root(source)
+        classes, train, test, test_name, val = scan_folder_root(source)
     elif source.suffix.lower() == ".csv":
         raise DataError(f"{source}: CSV manifest not found")
     elif source.exists():
         raise DataError(f"{source}: expected a folder of class folders or a .csv manifest")
     else:
         raise DataError(f"{source}: no such folder")
-    split_files = [train] + ([test] if test is not None else [])
-    decoded = [(s.paths, decode_all(s.paths, resize)) for s in split_files]
-    images = stack_images(decoded)
+    # key -> (files, the folder or split name errors give)
+    present = {key: (files, shown) for key, files, shown in (("train", train, "train"), ("test", test, test_name),
+                                                            ("val", val, "val")) if files is not None}
+    stacked = stack_images([(files.paths, decode_all(files.paths, resize)) for files, _ in present.values()])
     k = len(classes)
-    train_split = make_split(images[0], train.labels, k, source=f"{source} (train)")
-    test_split = make_split(images[1], test.labels, k, source=f"{source} ({test_name})") if test is not None else None
+    splits = {key: make_split(images, files.labels, k, source=f"{source} ({shown})")
+              for (key, (files, shown)), images in zip(present.items(), stacked)}
     meta = {"root": str(source), "train_files": tuple(str(p) for p in train.paths)}
     if test is not None:
         meta["test_files"] = tuple(str(p) for p in test.paths)
-    return ImageDataset(f"folder:{source.name}", classes, train_split, test_split, meta=meta, labels_are_truth=False)
+    if val is not None:
+        meta["val_files"] = tuple(str(p) for p in val.paths)
+    return ImageDataset(f"folder:{source.name}", classes, splits["train"], splits.get("test"), meta=meta,
+                        labels_are_truth=False, val=splits.get("val"))

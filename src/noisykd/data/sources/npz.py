@@ -4,6 +4,8 @@ Arrays:
     x_train  uint8 N x H x W (grey) or N x H x W x C with C in (1, 3)
     y_train  integer N, values in [0, num_classes)
     x_test, y_test   optional, together; same image shape as x_train
+    x_val, y_val     optional, together: the validation split (model selection) instead of a held-out part of
+                     the training images; same image shape
     classes  optional, strings (``np.array(names)``, not an object array); num_classes = len(classes) when
              given, else the largest label + 1.
 
@@ -69,7 +71,24 @@ def _read_classes(archive, path: Path) -> tuple[str, ...] | None:
     return tuple(n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in names.tolist())
 
 
-NPZ_USAGE = "npz:FILE (x_train, y_train[, x_test, y_test][, classes])"
+NPZ_USAGE = "npz:FILE (x_train, y_train[, x_test, y_test][, x_val, y_val][, classes])"
+
+
+def _read_pair(archive, path: Path, split: str, shape_train: tuple) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(x_SPLIT, y_SPLIT) checked against the training images' shape, or (None, None) when absent."""
+    present = [k for k in (f"x_{split}", f"y_{split}") if k in archive.files]
+    if not present:
+        return None, None
+    if len(present) == 1:
+        missing = f"y_{split}" if present == [f"x_{split}"] else f"x_{split}"
+        raise DataError(f"{path}: has {present[0]!r} but not {missing!r}; give both or neither")
+    x = _check_images(_read_array(archive, f"x_{split}", path), f"x_{split}", path)
+    y = _check_labels(_read_array(archive, f"y_{split}", path), f"y_{split}", path, len(x))
+    # Compare with a channel axis on both, so N x H x W and N x H x W x 1 count as the same shape.
+    if x.shape[1:] + ((1,) if x.ndim == 3 else ()) != shape_train:
+        raise DataError(f"{path}: array 'x_{split}' images are {x.shape[1:]} but 'x_train' images are "
+                        f"{shape_train[:2]}; they must match")
+    return x, y
 
 
 @register_dataset("npz", NPZ_USAGE)
@@ -92,30 +111,17 @@ def load_npz(file: str = "") -> ImageDataset:
         for key in REQUIRED:
             if key not in archive.files:
                 raise DataError(f"{path}: missing array {key!r} (found: {', '.join(archive.files) or 'none'})")
-        has_test = [k for k in ("x_test", "y_test") if k in archive.files]
-        if len(has_test) == 1:
-            missing = "y_test" if has_test == ["x_test"] else "x_test"
-            raise DataError(f"{path}: has {has_test[0]!r} but not {missing!r}; give both or neither")
         x_train = _check_images(_read_array(archive, "x_train", path), "x_train", path)
         if len(x_train) == 0:
             raise DataError(f"{path}: array 'x_train' holds no images")
         y_train = _check_labels(_read_array(archive, "y_train", path), "y_train", path, len(x_train))
-        x_test = y_test = None
-        if has_test:
-            x_test = _check_images(_read_array(archive, "x_test", path), "x_test", path)
-            y_test = _check_labels(_read_array(archive, "y_test", path), "y_test", path, len(x_test))
-            # Compare with a channel axis on both, so N x H x W and N x H x W x 1 count as the same shape.
-            shape_train = x_train.shape[1:] + ((1,) if x_train.ndim == 3 else ())
-            shape_test = x_test.shape[1:] + ((1,) if x_test.ndim == 3 else ())
-            if shape_train != shape_test:
-                raise DataError(
-                    f"{path}: array 'x_test' images are {x_test.shape[1:]} but 'x_train' images are "
-                    f"{x_train.shape[1:]}; they must match"
-                )
+        shape_train = x_train.shape[1:] + ((1,) if x_train.ndim == 3 else ())
+        x_test, y_test = _read_pair(archive, path, "test", shape_train)
+        x_val, y_val = _read_pair(archive, path, "val", shape_train)
         classes = _read_classes(archive, path)
     if classes is None:
-        top = max(int(y.max()) for y in (y_train, y_test) if y is not None and y.size)
-        distinct = len(np.unique(np.concatenate([y for y in (y_train, y_test) if y is not None])))
+        top = max(int(y.max()) for y in (y_train, y_test, y_val) if y is not None and y.size)
+        distinct = len(np.unique(np.concatenate([y for y in (y_train, y_test, y_val) if y is not None])))
         if top + 1 > MAX_IMPLICIT_CLASSES or top + 1 > 10 * distinct:
             # labels 0..top would make top + 1 classes, most of them empty (a 10-million-class network)
             raise DataError(f"{path}: labels go up to {top} but only {distinct} distinct values occur; without a "
@@ -125,8 +131,12 @@ def load_npz(file: str = "") -> ImageDataset:
     k = len(classes)
     y_train = validate_labels(y_train, k, source=f"{path}: array 'y_train'")
     train = make_split(x_train, y_train, k, source=f"{path}: array 'x_train'")
-    test = None
+    test = val = None
     if x_test is not None:
         y_test = validate_labels(y_test, k, source=f"{path}: array 'y_test'")
         test = make_split(x_test, y_test, k, source=f"{path}: array 'x_test'")
-    return ImageDataset(f"npz:{path.stem}", classes, train, test, meta={"root": str(path)}, labels_are_truth=False)
+    if x_val is not None:
+        y_val = validate_labels(y_val, k, source=f"{path}: array 'y_val'")
+        val = make_split(x_val, y_val, k, source=f"{path}: array 'x_val'")
+    return ImageDataset(f"npz:{path.stem}", classes, train, test, meta={"root": str(path)}, labels_are_truth=False,
+                        val=val)
