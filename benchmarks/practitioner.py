@@ -48,12 +48,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import practitioner_data  # noqa: E402
 
-from noisykd.clean import CleaningRule  # noqa: E402
+from noisykd.clean import CleaningRule, plan_cleaning  # noqa: E402
 from noisykd.config import load_config  # noqa: E402
 from noisykd.crossval import CrossValidated, cv_path  # noqa: E402
 from noisykd.detect import detection_metrics, find_label_issues  # noqa: E402
 from noisykd.pipeline import DEFAULT_DETECTOR, DEFAULT_FOLDS, DEFAULT_RULE, train_clean  # noqa: E402
-from noisykd.reproduce import train_or_reuse  # noqa: E402
+from noisykd.detect.from_run import read_samples  # noqa: E402
+from noisykd.reproduce import read_history, train_or_reuse  # noqa: E402
 
 #: name -> (what it is, rule, detector, match_steps); the one with DEFAULT_RULE, DEFAULT_DETECTOR and matched steps
 #: is train-clean's default
@@ -97,8 +98,7 @@ def run_config(args, root: Path, method: str, seed: int, out: Path) -> dict:
 
 def training_seconds(run_dir: Path) -> float:
     """Sum of the engine's epoch times of a run (its training, without evaluation): robust to reuse."""
-    path = run_dir / "metrics.jsonl"
-    return sum(json.loads(line)["epoch_time_s"] for line in path.read_text().splitlines() if line)
+    return sum(row["epoch_time_s"] for row in read_history(run_dir))
 
 
 def wall_seconds(run_dir: Path) -> float:
@@ -109,8 +109,7 @@ def wall_seconds(run_dir: Path) -> float:
 
 
 def samples_of(run_dir: Path) -> dict[str, np.ndarray]:
-    with np.load(run_dir / "samples.npz", allow_pickle=False) as npz:
-        return {k: npz[k] for k in npz.files}
+    return read_samples(run_dir / "samples.npz")
 
 
 def ranking_metrics(is_noisy: np.ndarray, flagged: np.ndarray, noise_score: np.ndarray) -> dict:
@@ -129,8 +128,7 @@ def detectors(noisy: Path, bkd: Path, truth_by_index: np.ndarray) -> dict:
     is_noisy = given != truth_by_index[rows]
     insample = ce["pred_probs"][rows].astype(np.float64)
     cv = CrossValidated.load(cv_path(noisy))
-    position = {int(i): p for p, i in enumerate(cv.index)}
-    cv_probs = cv.pred_probs[[position[int(i)] for i in rows]].astype(np.float64)
+    cv_probs = cv.pred_probs[np.searchsorted(cv.index, rows)].astype(np.float64)  # cv.index is sorted
     cv_probs /= cv_probs.sum(1, keepdims=True)
     out = {"ce_own": ranking_metrics(is_noisy, ce["flagged"][rows] == 1, ce["noise_score"][rows].astype(float))}
     issues = find_label_issues(given, insample, method="confident_learning")
@@ -166,12 +164,12 @@ def relabel_grid(noisy: Path, truth_by_index: np.ndarray) -> dict:
     probs = cv.pred_probs.astype(np.float64)
     probs /= probs.sum(1, keepdims=True)
     given, truth = cv.given_label, truth_by_index[cv.index]
-    suspect = find_label_issues(given, probs, method="confident_learning").is_label_issue
+    issues = find_label_issues(given, probs, method="confident_learning")
     suggested = most_likely_other(given, probs)
-    rows = np.arange(len(given))
     out = {}
-    for lo, hi in RELABEL_GRID:
-        chosen = suspect & (probs[rows, suggested] >= lo) & (probs[rows, given] <= hi)
+    for lo, hi in RELABEL_GRID:  # the rule clean and train-clean apply (noisykd.clean.plan_cleaning)
+        rule = CleaningRule(action="relabel", relabel_min=lo, given_max=hi)
+        chosen = plan_cleaning(issues.noise_score, issues.is_label_issue, given, suggested, probs, rule).relabel
         out[f"{lo}/{hi}"] = {"relabel_min": lo, "given_max": hi, "n": int(chosen.sum()),
                              "right": int((chosen & (suggested == truth)).sum()),
                              "was_right": int((chosen & (given == truth)).sum())}
@@ -243,7 +241,7 @@ def default_variant(names) -> str | None:
                 None)
 
 
-def report(args, records: list[dict], command: str, started: float, loads: tuple, minutes: float | None = None) -> str:
+def report(args, records: list[dict], command: str, loads: tuple, minutes: float | None = None) -> str:
     seeds = [r["seed"] for r in records]
     default = default_variant(args.variants)
     lines = [f"# The practitioner's pipeline against plain training: {args.data}", "",
@@ -401,7 +399,7 @@ def main(argv=None) -> None:
     if args.report_only:
         saved = json.loads(out.with_suffix(".json").read_text())
         vars(args).update({k: v for k, v in saved["args"].items() if k not in ("report_only",)})
-        text = report(args, saved["records"], saved["command"], started, tuple(saved.get("loads", ("-", "-"))),
+        text = report(args, saved["records"], saved["command"], tuple(saved.get("loads", ("-", "-"))),
                       minutes=saved.get("minutes"))
         out.with_suffix(".md").write_text(text)
         plot(args, saved["records"], out.with_suffix(".png"))
@@ -416,7 +414,7 @@ def main(argv=None) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         loads = (load_start, tuple(round(x, 2) for x in os.getloadavg()))
         minutes = (time.time() - started) / 60
-        text = report(args, records, command, started, loads, minutes=minutes)
+        text = report(args, records, command, loads, minutes=minutes)
         out.with_suffix(".md").write_text(text)
         out.with_suffix(".json").write_text(json.dumps({"command": command, "args": vars(args), "records": records,
                                                         "loads": loads, "minutes": minutes,

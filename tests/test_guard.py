@@ -103,7 +103,13 @@ def test_another_data_source_does_not_inherit_the_configs_noise():
             "method_args": {"k": 3}, "expected": {"test_acc": 90.0}}
     dropped = rebase_on_data(data, "folder:photos")
     assert dropped == ["data.noise=sym:0.4", "data.train_subset=500", "expected (the paper's numbers)"]
-    assert data["data"] == {"spec": "digits", "val_fraction": 0.1} and data["method_args"] == {"k": 3}
+    assert data["data"] == {"spec": "digits"} and data["method_args"] == {"k": 3}
+    # a paper config without validation (BKD's val_fraction 0) still gets one on one's own data
+    paper = {"data": {"spec": "cifar10:/data", "val_fraction": 0.0}}
+    assert rebase_on_data(paper, "folder:photos") == [] and "val_fraction" not in paper["data"]
+    kept = {"data": {"spec": "cifar10:/data", "val_fraction": 0.0}}
+    rebase_on_data(kept, "folder:photos", given={"data.val_fraction"})
+    assert kept["data"]["val_fraction"] == 0.0
     # what the user gives again is kept, and the same source drops nothing
     again = {"data": {"spec": "digits", "noise": "sym:0.4"}}
     assert rebase_on_data(again, "folder:photos", given={"data.noise"}) == [] and again["data"]["noise"] == "sym:0.4"

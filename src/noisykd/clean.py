@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import load_config
-from .data import ImageDataset, load_dataset
+from .data import ImageDataset
 from .detect.from_run import RunDetection, detect_from_run
 from .errors import ConfigError, DataError, OutputError
 
@@ -116,8 +116,8 @@ def plan_cleaning(noise_score: np.ndarray, flagged: np.ndarray, given: np.ndarra
     """
     rule.validate()
     n = len(noise_score)
-    order = np.lexsort((np.arange(n), -np.asarray(noise_score, dtype=np.float64)))
     if rule.top is not None or rule.fraction is not None:
+        order = np.lexsort((np.arange(n), -np.asarray(noise_score, dtype=np.float64)))
         count = min(n, rule.top if rule.top is not None else int(round(rule.fraction * n)))
         suspect = np.zeros(n, dtype=bool)
         suspect[order[:count]] = True
@@ -128,11 +128,9 @@ def plan_cleaning(noise_score: np.ndarray, flagged: np.ndarray, given: np.ndarra
         if probs is None:
             raise DataError("relabelling needs the detector's class probabilities, which this run did not save")
         rows = np.arange(n)
-        confident = (probs[rows, suggested] >= rule.relabel_min) & (probs[rows, given] <= rule.given_max)
-        relabel = suspect & confident & (suggested != given)
-    drop = suspect if rule.action == "drop" else (suspect & ~relabel & (rule.rest == "drop"))
-    if rule.action == "review":
-        drop = np.zeros(n, dtype=bool)
+        relabel = suspect & (probs[rows, suggested] >= rule.relabel_min) & (probs[rows, given] <= rule.given_max)
+    drop = {"drop": suspect, "relabel": suspect & ~relabel & (rule.rest == "drop"),
+            "review": np.zeros(n, dtype=bool)}[rule.action]
     label = np.where(relabel, suggested, given).astype(np.int64)
     return CleaningPlan(suspect, relabel, drop, label)
 
@@ -162,15 +160,17 @@ def clean_run(run_dir: str | Path, out_dir: str | Path, action: str = "review", 
     """
     from .crossval import cv_path
 
+    from .engine.setup import load_source
+
     rule = (rule or CleaningRule(action=action)).validate()
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     _check_out(out_dir, run_dir)
+    requested = detector
     if detector == "auto" and cv_path(run_dir).is_file():
         detector = "cv"
     found = detect_from_run(run_dir, detector, verified=verified)
     config = load_config(run_dir / "config.yaml")
-    options = {"resize": config.data.resize} if config.data.resize is not None else {}
-    dataset = load_dataset(config.data.spec, **options)
+    dataset = load_source(config.data)
     given = _given_labels(run_dir, len(dataset.train))
     role = _sample_roles(run_dir, len(dataset.train), config.data.train_subset is not None)
     plan = plan_cleaning(found.noise_score, found.flagged, found.given_label, found.suggested_label,
@@ -195,7 +195,8 @@ def clean_run(run_dir: str | Path, out_dir: str | Path, action: str = "review", 
                          int(((role != "unused") & ~dropped).sum()), int(plan.relabel.sum()), int(plan.drop.sum()),
                          len(found.index))
     (out_dir / "clean.json").write_text(json.dumps({
-        "run": str(run_dir), "data": config.data.spec, "detector": found.detector, "detector_rule": found.rule,
+        "run": str(run_dir), "data": config.data.spec, "requested_detector": requested, "detector": found.detector,
+        "detector_rule": found.rule,
         "rule": asdict(rule), "decision": rule.describe(), "judged": result.judged, "suspects": result.flagged,
         "dropped": result.dropped, "relabelled": result.relabelled, "kept": result.kept,
         "kept_train": int(((role == "train") & ~dropped).sum()), "train_before": int((role == "train").sum()),

@@ -456,6 +456,8 @@ def detect_cmd(
     from .engine.runfolder import RunFolder
     from .engine.report import write_json
 
+    if cv == 1 or cv < 0:  # before anything trains
+        raise typer.BadParameter("--cv takes 2 or more folds (or 0: none)")
     state = RunFolder(run).state()
     sets = [f"{k}={v}" for k, v in {"optim.epochs": epochs, "seed": seed, "device": device,
                                     "threads": threads}.items() if v is not None] + list(overrides)
@@ -463,8 +465,6 @@ def detect_cmd(
         _train_for_detect(run, state, method, data, noise, labels, sets)
     folds = cv
     if folds:
-        if folds < 2:
-            raise typer.BadParameter("--cv takes 2 or more folds (or 0: none)")
         place = {k: v for k, v in {"device": device, "threads": threads}.items() if v is not None}
         err_console.print(f"{folds}-fold cross-validation of {escape(str(run))}: each fold run trains without one "
                           "fold and predicts it", highlight=False)
@@ -591,10 +591,6 @@ def train_clean_cmd(
     sets = [f"{k}={v}" for k, v in flags.items() if v is not None]
     cfg = _load_config_for_data(config, sets + list(overrides))
     _check_writable(out)
-    if rule.action == "relabel" and not folds:
-        raise typer.BadParameter("--action relabel needs --folds K (2 or more): the noisy run's own probabilities "
-                                 "of its training images agree with the labels it memorised, so they cannot say "
-                                 "which class a wrong label should have been")
     result = train_clean(cfg, out, folds=folds, detector=detector, rule=rule, progress=None,
                          on_stage=lambda stage, what: err_console.print(escape(f"[{stage}] {what}"), highlight=False,
                                                                         soft_wrap=True))

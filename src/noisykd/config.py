@@ -597,15 +597,19 @@ def _deep_merge(into: dict, other: dict) -> dict:
 
 #: What a config says about its own data set, which another data source must not inherit: its label noise, label
 #: set, saved labels, open-set pool and subsets (keys of ``data``), and the paper's numbers (``expected``).
-DATA_BOUND_KEYS = ("labels", "noise", "noise_file", "ood", "ood_exclude", "train_subset", "test_subset")
+DATA_BOUND_KEYS = ("labels", "noise", "noise_file", "ood", "ood_exclude", "train_subset", "test_subset", "cv_folds",
+                   "cv_fold")
+#: Keys reset to their automatic default on another source without a word: the validation split follows the new
+#: data (its own val split, else 10% stratified), whatever the config chose for its own.
+DATA_DEFAULTED_KEYS = ("val_fraction",)
 
 
 def rebase_on_data(data: dict, spec: str, given: set[str] = frozenset()) -> list[str]:
     """Move a config mapping (a YAML file's, before overrides) to the data source ``spec``, in place.
 
     When ``spec`` is another source than the config's own ``data.spec``, what the config says about its own data
-    (:data:`DATA_BOUND_KEYS`: synthetic noise, label set, saved labels, open-set pool, subsets; and the paper's
-    numbers) is dropped, except the keys named in ``given`` (``"data.noise"``: the user set it again). Returns
+    (:data:`DATA_BOUND_KEYS`: synthetic noise, label set, saved labels, open-set pool, subsets, fold; and the
+    paper's numbers; :data:`DATA_DEFAULTED_KEYS`: the validation share) is dropped, except the keys named in ``given`` (``"data.noise"``: the user set it again). Returns
     the dropped settings as ``key=value`` strings, for the line that says so; empty when nothing was dropped.
     Example: digits/sym40 moved to ``folder:photos`` drops ``data.noise=sym:0.4``: the user's own labels are
     trained on as they are, not flipped further by 40%.
@@ -619,6 +623,9 @@ def rebase_on_data(data: dict, spec: str, given: set[str] = frozenset()) -> list
             value = section.pop(key)
             if value not in (None, "", "none", [], False):
                 dropped.append(f"data.{key}={value}")
+    for key in DATA_DEFAULTED_KEYS:
+        if f"data.{key}" not in given:
+            section.pop(key, None)
     if data.get("expected") and "expected" not in given:
         data.pop("expected")
         dropped.append("expected (the paper's numbers)")

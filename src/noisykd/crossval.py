@@ -130,7 +130,7 @@ def cross_validate(run_dir: str | Path, folds: int = DEFAULT_FOLDS, checkpoint: 
     samples) or "last". overrides: device / threads for the fold runs. on_fold(fold, folds, state) is told
     "start", "resume" or "reuse" before each fold.
     """
-    from .engine.setup import prepare_data
+    from .engine.setup import load_source, prepare_data
     from .reproduce import train_or_reuse
 
     run_dir = Path(run_dir)
@@ -142,7 +142,7 @@ def cross_validate(run_dir: str | Path, folds: int = DEFAULT_FOLDS, checkpoint: 
         raise DataError(f"{run_dir}: not a finished noisykd run (no {FINISHED}); cross-validation folds are made "
                         "from a finished run's config")
     run_config = load_config(run_dir / "config.yaml")
-    dataset = _load_dataset(run_config)
+    dataset = load_source(run_config.data)
     parts: list[tuple[np.ndarray, np.ndarray, int]] = []  # (dataset indices, probabilities, fold)
     given = None
     for fold in range(folds):
@@ -153,7 +153,7 @@ def cross_validate(run_dir: str | Path, folds: int = DEFAULT_FOLDS, checkpoint: 
                        on_state=None if on_fold is None else (lambda state, f=fold: on_fold(f, folds, state)))
         parts.append((data.heldout.indices, _predict(config, data, data.heldout, checkpoint), fold))
     run_data = prepare_data(run_config.data, dataset=dataset)
-    if run_data.val is not None and not run_data.val_is_own:
+    if run_data.held_out_val is not None:
         parts.append((run_data.val.indices, _predict(run_config.to_dict(), run_data, run_data.val, checkpoint), -1))
     index = np.concatenate([p[0] for p in parts])
     order = np.argsort(index, kind="stable")
@@ -163,13 +163,6 @@ def cross_validate(run_dir: str | Path, folds: int = DEFAULT_FOLDS, checkpoint: 
                             folds=folds, checkpoint=checkpoint)
     result.save(cv_path(run_dir))
     return result
-
-
-def _load_dataset(config):
-    from .data import load_dataset
-
-    options = {"resize": config.data.resize} if config.data.resize is not None else {}
-    return load_dataset(config.data.spec, **options)
 
 
 def _predict(config: dict, data, split, checkpoint: str) -> np.ndarray:

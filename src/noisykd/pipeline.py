@@ -42,8 +42,7 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -51,7 +50,9 @@ import numpy as np
 
 from .clean import CleaningRule, clean_run
 from .config import RunConfig, load_config
-from .crossval import CrossValidated, cross_validate, cv_path
+from .crossval import CrossValidated, cross_validate
+from .detect.from_run import read_samples
+from .engine.report import write_json, write_text
 from .errors import ConfigError
 
 #: ``train-clean``'s measured default (module docstring; benchmarks/results/practitioner-*.md): no folds, the
@@ -84,7 +85,6 @@ class TrainCleanResult:
     true_wrong_before: float | None = None
     true_wrong_after: float | None = None
     folds: int = 0
-    extra: dict = field(default_factory=dict)
 
     @property
     def changed_share(self) -> float:
@@ -92,9 +92,7 @@ class TrainCleanResult:
         return (self.dropped + self.relabelled) / max(self.judged, 1)
 
     def to_dict(self) -> dict:
-        out = asdict(self)
-        out.update({k: str(v) for k, v in out.items() if isinstance(v, Path)}, changed_share=self.changed_share)
-        return out
+        return asdict(self) | {"changed_share": self.changed_share}  # write_json writes the paths as strings
 
     def markdown(self) -> str:
         """The comparison as a Markdown table, with what each row means."""
@@ -135,8 +133,7 @@ def train_clean(config: RunConfig, out_dir: str | Path, folds: int = DEFAULT_FOL
 
     rule = rule.validate()
     detector = detector or ("cv" if folds else DEFAULT_DETECTOR)
-    if rule.action == "review":
-        raise ConfigError("train-clean trains on the cleaned labels: --action drop or relabel (review changes none)")
+    _check_request(folds, detector, rule)
     out_dir = Path(out_dir)
     say = on_stage or (lambda stage, what: None)
     noisy = copy.deepcopy(config.to_dict())
@@ -149,14 +146,12 @@ def train_clean(config: RunConfig, out_dir: str | Path, folds: int = DEFAULT_FOL
                             overrides={k: noisy[k] for k in ("device", "threads")},
                             on_fold=lambda f, n, state: say("cv", f"fold {f + 1}/{n}: {state}"))
     else:
-        if detector == "cv" or detector.startswith("cv:"):
-            raise ConfigError(f"detector {detector!r} needs cross-validation folds (folds >= 2); with folds=0 use the "
-                              "run's own (auto) or a rule on its probabilities (gmm, otsu_mu1, ...)")
         cv = run_probabilities(out_dir / "noisy")
     suffix = f"-{variant}" if variant else ""
     cleaned = out_dir / f"cleaned{suffix}"
     say("clean", f"cleaning: {rule.describe()}")
     decided = _clean_once(out_dir / "noisy", cleaned, detector, rule)
+    after_labels = _labels_after(cv.index, cv.given_label, cleaned)
     ratio = decided["train_before"] / max(decided["kept_train"], 1) if match_steps else 1.0
     retrain = _retrain_config(noisy, cleaned, out_dir / f"clean{suffix}", ratio)
     say("clean-run", f"training {config.method} on the cleaned labels")
@@ -168,22 +163,38 @@ def train_clean(config: RunConfig, out_dir: str | Path, folds: int = DEFAULT_FOL
         rule=asdict(rule), detector=decided["detector"], measured_on=measured_on,
         before=_accuracies(before_summary, key), after=_accuracies(after_summary, key),
         judged=decided["judged"], dropped=decided["dropped"], relabelled=decided["relabelled"],
-        estimated_wrong_before=_estimated_wrong(cv, cv.given_label, np.ones(len(cv.index), dtype=bool)),
-        estimated_wrong_after=_estimated_after(cv, cleaned, decided), folds=folds,
+        estimated_wrong_before=_estimated_wrong(cv, cv.given_label),
+        estimated_wrong_after=_estimated_wrong(cv, after_labels), folds=folds,
     )
-    known = truth if truth is not None else _run_truth(out_dir / "noisy")
+    known = truth if truth is not None else read_samples(out_dir / "noisy" / "samples.npz").get("clean_label")
     if known is not None:
-        result.true_wrong_before, result.true_wrong_after = _true_wrong(cv, cleaned, known)
-    _write(result, out_dir, f"train_clean{suffix}")
+        kept = after_labels >= 0
+        result.true_wrong_before = float(np.mean(cv.given_label != known[cv.index]))
+        result.true_wrong_after = float(np.mean(after_labels[kept] != known[cv.index][kept]))
+    write_json(result.to_dict(), out_dir / f"train_clean{suffix}.json")
+    write_text(result.markdown(), out_dir / f"train_clean{suffix}.md")
     return result
+
+
+def _check_request(folds: int, detector: str, rule: CleaningRule) -> None:
+    """What train-clean refuses before it trains anything."""
+    if rule.action == "review":
+        raise ConfigError("train-clean trains on the cleaned labels: --action drop or relabel (review changes none)")
+    if folds == 1 or folds < 0:
+        raise ConfigError(f"folds: 0 (none) or 2 and more, got {folds}")
+    if not folds and (detector == "cv" or detector.startswith("cv:")):
+        raise ConfigError(f"detector {detector!r} needs cross-validation folds (folds >= 2); with folds=0 use the "
+                          "run's own (auto) or a rule on its probabilities (gmm, otsu_mu1, ...)")
+    if not folds and rule.action == "relabel":
+        raise ConfigError("--action relabel needs --folds K (2 or more): the noisy run's own probabilities of its "
+                          "training images agree with the labels it memorised, so they cannot say which class a "
+                          "wrong label should have been")
 
 
 def run_probabilities(run_dir: Path) -> CrossValidated:
     """A run's own final probabilities of its training samples (in-sample) and validation samples (out-of-sample),
     in the shape of cross-validated ones (``folds=0``; ``fold`` -1 for the validation samples), for the
     wrong-label estimates of a train-clean without folds."""
-    from .detect.from_run import read_samples
-
     samples = read_samples(run_dir / "samples.npz")
     in_val = samples["in_val"] == 1 if "in_val" in samples else np.zeros(len(samples["in_train"]), dtype=bool)
     rows = np.flatnonzero((samples["in_train"] == 1) | in_val)
@@ -197,18 +208,12 @@ def _clean_once(run_dir: Path, cleaned: Path, detector: str, rule: CleaningRule)
     record = cleaned / "clean.json"
     if record.is_file():
         done = json.loads(record.read_text())
-        if done.get("rule") != asdict(rule) or not done.get("detector", "").startswith(detector):
+        if done.get("rule") != asdict(rule) or done.get("requested_detector") != detector:
             raise ConfigError(f"{cleaned} holds a cleaning with another rule or detector ({done.get('decision')}, "
                               f"{done.get('detector')}); use another --out, or remove {cleaned}")
-        return done | {"plan": _read_plan(cleaned)}
+        return done
     clean_run(run_dir, cleaned, detector=detector, rule=rule, top=24)
-    return json.loads(record.read_text()) | {"plan": _read_plan(cleaned)}
-
-
-def _read_plan(cleaned: Path) -> dict[int, int]:
-    """{dataset index: new label, -1 when dropped} of the judged samples (``plan.npz`` of the cleaned folder)."""
-    with np.load(cleaned / "plan.npz", allow_pickle=False) as npz:
-        return dict(zip(npz["index"].tolist(), npz["label"].tolist()))
+    return json.loads(record.read_text())
 
 
 def _retrain_config(noisy: dict, cleaned: Path, out: Path, step_ratio: float) -> dict:
@@ -222,7 +227,10 @@ def _retrain_config(noisy: dict, cleaned: Path, out: Path, step_ratio: float) ->
     data_file = cleaned / "manifest.csv" if (cleaned / "manifest.csv").is_file() else cleaned / "cleaned.npz"
     reader = "folder" if data_file.suffix == ".csv" else "npz"
     data = {k: v for k, v in config["data"].items() if k not in LABEL_KEYS}
-    data.update(spec=f"{reader}:{data_file.resolve()}", val_fraction=None, resize=None)
+    # The noisy run's validation samples are the cleaned data's own split now (none when it had none); a
+    # manifest lists the original image files (resized as before), an npz holds the images as trained on.
+    data.update(spec=f"{reader}:{data_file.resolve()}", val_fraction=0.0 if data.get("val_fraction") == 0 else None,
+                resize=data.get("resize") if reader == "folder" else None)
     config.update(data=data, out_dir=str(out), expected=None)
     return load_config(base=config).to_dict()
 
@@ -233,38 +241,22 @@ def _accuracies(summary: dict, key: str) -> dict:
     return {"best": best.get(key) if best else last.get(key), "last": last.get(key), "best_epoch": best.get("epoch")}
 
 
-def _estimated_wrong(cv: CrossValidated, labels: np.ndarray, keep: np.ndarray) -> float:
+
+def _labels_after(index: np.ndarray, given: np.ndarray, cleaned: Path) -> np.ndarray:
+    """The label of each sample of ``index`` (dataset indices, their ``given`` labels) after the cleaning in
+    ``cleaned`` (its ``plan.npz``: the judged samples' new labels, -1 when dropped); unjudged ones keep theirs."""
+    with np.load(cleaned / "plan.npz", allow_pickle=False) as npz:
+        judged, new = npz["index"], npz["label"]
+    by_index = np.full(int(max(index.max(initial=-1), judged.max(initial=-1))) + 1, -2, dtype=np.int64)
+    by_index[judged] = new  # -2: not judged
+    after = by_index[index]
+    return np.where(after == -2, given, after).astype(np.int64)
+
+
+def _estimated_wrong(cv: CrossValidated, labels: np.ndarray) -> float:
+    """Confident learning's wrong-label share of the samples kept (``labels`` >= 0) with those labels (the
+    probabilities stay the best guess of each image's class)."""
     from .detect import estimate_noise_rate
 
-    return estimate_noise_rate(labels[keep], cv.pred_probs[keep].astype(np.float64))
-
-
-def _estimated_after(cv: CrossValidated, cleaned: Path, decided: dict) -> float:
-    """The same estimator on the kept samples with their new labels (the cross-validated probabilities stay the
-    best guess of each image's class)."""
-    plan = decided["plan"]
-    labels = np.array([plan.get(int(i), int(y)) for i, y in zip(cv.index, cv.given_label)])
-    return _estimated_wrong(cv, np.maximum(labels, 0), labels >= 0)
-
-
-def _run_truth(run_dir: Path) -> np.ndarray | None:
-    """The true labels by dataset index when the run knows them (synthetic noise, CIFAR-N), else None."""
-    with np.load(run_dir / "samples.npz", allow_pickle=False) as npz:
-        return npz["clean_label"] if "clean_label" in npz.files else None
-
-
-def _true_wrong(cv: CrossValidated, cleaned: Path, truth: np.ndarray) -> tuple[float, float]:
-    """The true wrong-label share of the judged samples before, and of the kept ones after."""
-    plan = _read_plan(cleaned)
-    before = float(np.mean(cv.given_label != truth[cv.index]))
-    after_labels = np.array([plan.get(int(i), int(y)) for i, y in zip(cv.index, cv.given_label)])
-    kept = after_labels >= 0
-    return before, float(np.mean(after_labels[kept] != truth[cv.index][kept]))
-
-
-def _write(result: TrainCleanResult, out_dir: Path, stem: str) -> None:
-    for name, text in ((f"{stem}.json", json.dumps(result.to_dict(), indent=2, default=str) + "\n"),
-                       (f"{stem}.md", result.markdown())):
-        tmp = out_dir / (name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, out_dir / name)
+    kept = labels >= 0
+    return estimate_noise_rate(labels[kept], cv.pred_probs[kept].astype(np.float64))

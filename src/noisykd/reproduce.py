@@ -127,8 +127,13 @@ class SeedRun:
 
     def history(self) -> list[dict]:
         """The run's per-epoch rows (``metrics.jsonl``); empty when the run wrote none."""
-        path = self.out_dir / "metrics.jsonl"
-        return [json.loads(line) for line in path.read_text().splitlines() if line] if path.is_file() else []
+        return read_history(self.out_dir)
+
+
+def read_history(run_dir: str | Path) -> list[dict]:
+    """A run folder's per-epoch rows (``metrics.jsonl``); empty when the run wrote none."""
+    path = Path(run_dir) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line] if path.is_file() else []
 
 
 def run_seeds(setting: Setting, seeds: Sequence[int], out_root: str | Path,

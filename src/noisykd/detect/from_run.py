@@ -104,11 +104,11 @@ def detect_from_run(run_dir: str | Path, detector: str = "auto", seed: int = 0,
     if detector not in DETECTORS:
         raise DataError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}")
     run_dir = Path(run_dir)
-    if detector == "cv" or detector.startswith("cv:"):
-        return _detect_cross_validated(run_dir, detector.partition(":")[2] or CV_DEFAULT_RULE, seed, verified)
     if not (run_dir / FINISHED).is_file():
         raise DataError(f"{run_dir}: not a finished noisykd run (no {FINISHED}); continue an interrupted run with "
                         f"noisykd train --resume {run_dir}")
+    if detector == "cv" or detector.startswith("cv:"):
+        return _detect_cross_validated(run_dir, detector.partition(":")[2] or CV_DEFAULT_RULE, seed, verified)
     samples = read_samples(run_dir / "samples.npz")
     missing = sorted({"given_label", "noise_score", "flagged", "index"} - set(samples))
     if missing:
@@ -153,8 +153,6 @@ def _detect_cross_validated(run_dir: Path, rule: str, seed: int, verified) -> Ru
     """``rule`` on the run's cross-validated probabilities (``RUN/cv/cv_probs.npz``): every labelled sample."""
     from ..crossval import CrossValidated, cv_path
 
-    if not (run_dir / FINISHED).is_file():
-        raise DataError(f"{run_dir}: not a finished noisykd run (no {FINISHED})")
     samples = read_samples(run_dir / "samples.npz")
     cv = CrossValidated.load(cv_path(run_dir))
     rows = cv.index

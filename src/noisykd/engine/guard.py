@@ -64,6 +64,13 @@ def _evaluated(history: list[dict]) -> list[dict]:
     return [row for row in history if row.get("val_acc") is not None]
 
 
+def best_validated(history: list[dict]) -> dict | None:
+    """The row of the best noisy-validation accuracy (the later of equals: the epoch ``best.pt`` holds); None
+    without validation."""
+    rows = _evaluated(history)
+    return max(rows, key=lambda r: (r["val_acc"], r["epoch"])) if rows else None
+
+
 def collapse_events(history: list[dict], drop: float) -> list[CollapseEvent]:
     """Every collapse in ``history`` (module docstring), in the order they were seen. ``drop`` in [0, 1]."""
     events: list[CollapseEvent] = []
@@ -82,7 +89,7 @@ def collapse_events(history: list[dict], drop: float) -> list[CollapseEvent]:
         if row.get("val_acc") is None:
             continue
         value = row["val_acc"]
-        if best is None or value > best["val_acc"]:
+        if best is None or value >= best["val_acc"]:  # the later of equals, as best.pt keeps
             best = row
         if (best["val_acc"] - value > drop) and best["epoch"] not in reported_best:
             reported_best.add(best["epoch"])
@@ -116,11 +123,10 @@ def should_stop_early(history: list[dict], patience: int | None) -> bool:
 def selection_summary(history: list[dict]) -> dict | None:
     """Which epoch had the best noisy-validation accuracy and how far the last evaluated epoch trails it (points
     of noisy-validation accuracy, and of test accuracy when both were measured); None without validation."""
-    rows = _evaluated(history)
-    if not rows:
+    best = best_validated(history)
+    if best is None:
         return None
-    best = max(rows, key=lambda r: (r["val_acc"], r["epoch"]))
-    last = rows[-1]
+    last = _evaluated(history)[-1]
     out = {"best_epoch": best["epoch"], "last_epoch": last["epoch"],
            "last_trails_best_val_points": round(100 * (best["val_acc"] - last["val_acc"]), 2)}
     if best.get("test_acc") is not None and last.get("test_acc") is not None:

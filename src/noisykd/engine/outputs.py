@@ -116,7 +116,7 @@ def collect_outputs(data: PreparedData, train_logits: torch.Tensor, method_name:
 def _default_detection(given: np.ndarray, p_given: np.ndarray, rows: np.ndarray, seed: int) -> Detection:
     """The GMM's score is the final P(given label) (its loss is -log of it); flagged: the high-loss component."""
     issues = find_label_issues(given[rows], scores=p_given[rows], method="gmm", seed=seed)
-    clean_score = p_given  # NaN off the training set
+    clean_score = p_given  # NaN outside the training and held-out validation samples
     flagged = np.zeros(len(given), dtype=bool)
     flagged[rows] = issues.is_label_issue
     return Detection(clean_score=clean_score, flagged=flagged, detector=DEFAULT_DETECTOR,

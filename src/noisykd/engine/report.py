@@ -8,6 +8,8 @@ import math
 import os
 from pathlib import Path
 
+from .guard import best_validated
+
 ORACLE_NOTE = "oracle: epoch chosen on the test set itself; for analysis only, not a fair model selection"
 
 
@@ -39,9 +41,8 @@ def model_selection(history: list[dict], metric: str = "test_acc") -> dict:
     out: dict = {"last": {"epoch": last["epoch"], metric: last.get(metric), **_ece(last)}}
     if last.get("val_acc") is not None:
         out["last"]["val_acc"] = last["val_acc"]
-    with_val = [r for r in history if r.get("val_acc") is not None]
-    if with_val:
-        best = max(with_val, key=lambda r: (r["val_acc"], r["epoch"]))
+    best = best_validated(history)
+    if best is not None:
         out["best_noisy_val"] = {"epoch": best["epoch"], "val_acc": best["val_acc"], metric: best.get(metric),
                                  **_ece(best)}
     else:
@@ -129,6 +130,11 @@ def cpu_model() -> str:
 
 def write_json(obj: dict, path: Path) -> None:
     _atomic_text(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
+
+
+def write_text(text: str, path: Path) -> None:
+    """``path`` holds ``text`` whole or not at all (a temporary file renamed over it)."""
+    _atomic_text(path, text)
 
 
 def plot_curves(history: list[dict], path: Path, title: str = "") -> None:

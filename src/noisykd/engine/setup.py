@@ -27,7 +27,7 @@ class PreparedData:
 
     train / val: the training samples (noisy labels) and the noisy validation samples, or None: held out
                  from the source's training split (their indices are dataset indices), or the source's own
-                 validation split (``val_is_own``: its indices are positions in that split).
+                 validation split (its indices are positions in that split; ``held_out_val`` is None then).
     test:        the clean test split, or None.
     noisy:       the training labels of every sample of the source's train split (N = num_samples), with
                  the ground truth when known; saved with the run so that other runs can reuse it.
@@ -40,7 +40,12 @@ class PreparedData:
     test: ImageSplit | None
     noisy: NoisyLabels
     heldout: ImageSplit | None = None
-    val_is_own: bool = False
+
+    @property
+    def held_out_val(self) -> ImageSplit | None:
+        """The validation samples when they were held out of the training split (dataset indices; a run predicts
+        them out of sample for its outputs), None when there are none or they are the source's own split."""
+        return self.val if self.val is not None and self.val is not self.dataset.val else None
 
     @property
     def num_samples(self) -> int:
@@ -61,11 +66,15 @@ class PreparedData:
         return self.dataset.normalization or Normalization.of_images(self.train.images)
 
 
+def load_source(cfg: DataConfig) -> ImageDataset:
+    """The data source ``cfg.spec`` names, resized as ``cfg.resize`` says (before any split or noise)."""
+    return load_dataset(cfg.spec, **({"resize": cfg.resize} if cfg.resize is not None else {}))
+
+
 def prepare_data(cfg: DataConfig, dataset: ImageDataset | None = None) -> PreparedData:
     """Load (unless ``dataset`` is given) and split the data as ``cfg`` says."""
     if dataset is None:
-        options = {"resize": cfg.resize} if cfg.resize is not None else {}
-        dataset = load_dataset(cfg.spec, **options)
+        dataset = load_source(cfg)
     source_train = dataset.train
     if cfg.universal_noise and not cfg.noise_file:
         source_train, noisy = open_set_noise(cfg, dataset)
@@ -78,14 +87,14 @@ def prepare_data(cfg: DataConfig, dataset: ImageDataset | None = None) -> Prepar
     rng = np.random.default_rng(cfg.val_seed)
     if cfg.train_subset is not None and cfg.train_subset < len(rows):
         rows = stratified_pick(train.labels, cfg.train_subset, rng)
-    val, val_is_own = None, False
+    val = None
     fraction = validation_fraction(cfg, len(rows), own_split=dataset.val is not None)
     if fraction is None:
-        val, val_is_own = dataset.val, True
+        val = dataset.val
     elif fraction > 0:
         held = rows[stratified_holdout(train.labels[rows], fraction, rng)]
-        if len(held) < 1 or len(held) >= len(rows):
-            raise ConfigError(f"data.val_fraction={cfg.val_fraction} leaves no training or validation samples "
+        if len(held) < 1:
+            raise ConfigError(f"data.val_fraction={cfg.val_fraction} leaves no validation samples "
                               f"({len(rows)} training samples)")
         val = train.subset(np.sort(held))
         rows = np.setdiff1d(rows, held)
@@ -100,7 +109,7 @@ def prepare_data(cfg: DataConfig, dataset: ImageDataset | None = None) -> Prepar
     if test is not None and cfg.test_subset is not None and cfg.test_subset < len(test):
         # its own generator: the training subset and validation split do not depend on this option
         test = test.subset(stratified_pick(test.labels, cfg.test_subset, np.random.default_rng(cfg.val_seed)))
-    return PreparedData(dataset, train.subset(np.sort(rows)), val, test, noisy, heldout=heldout, val_is_own=val_is_own)
+    return PreparedData(dataset, train.subset(np.sort(rows)), val, test, noisy, heldout=heldout)
 
 
 def validation_fraction(cfg: DataConfig, train_samples: int, own_split: bool) -> float | None:
@@ -121,20 +130,10 @@ def validation_fraction(cfg: DataConfig, train_samples: int, own_split: bool) ->
 
 
 def stratified_holdout(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
-    """Positions of ``round(fraction * N)`` samples drawn in proportion to each label's share (largest
-    remainders first), never a class's last sample (a class keeps at least one training sample); sorted.
+    """Positions of ``round(fraction * N)`` samples drawn in proportion to each label's share, never a class's
+    last sample (a class keeps at least one training sample); sorted.
     Example: 100 labels, 90 of class 0 and 10 of class 1, fraction 0.1 -> 9 of class 0 and 1 of class 1."""
-    count = int(round(fraction * len(labels)))
-    classes, counts = np.unique(labels, return_counts=True)
-    share = counts / counts.sum() * count
-    quotas = np.minimum(np.floor(share).astype(int), counts - 1)
-    for c in np.argsort(-(share - np.floor(share)), kind="stable"):  # hand out the remainder where it fits
-        if quotas.sum() >= count:
-            break
-        if quotas[c] < counts[c] - 1:
-            quotas[c] += 1
-    picked = [rng.choice(np.flatnonzero(labels == cls), size=q, replace=False) for cls, q in zip(classes, quotas)]
-    return np.sort(np.concatenate(picked)) if picked else np.zeros(0, dtype=np.int64)
+    return stratified_pick(labels, int(round(fraction * len(labels))), rng, keep_per_class=1)
 
 
 def stratified_folds(labels: np.ndarray, folds: int, rng: np.random.Generator) -> np.ndarray:
@@ -245,16 +244,18 @@ def rebuild_open_set_images(cfg: DataConfig, dataset: ImageDataset, noisy: Noisy
     return ImageSplit(images, dataset.train.labels, np.array(dataset.train.indices, copy=True))
 
 
-def stratified_pick(labels: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
-    """``count`` positions drawn without replacement, in proportion to each label's share; sorted."""
-    picked = []
+def stratified_pick(labels: np.ndarray, count: int, rng: np.random.Generator, keep_per_class: int = 0) -> np.ndarray:
+    """``count`` positions drawn without replacement, in proportion to each label's share (the remainder to the
+    classes with the largest fractional parts, so that the total is exact), leaving at least ``keep_per_class``
+    samples of every class undrawn; sorted."""
     classes, counts = np.unique(labels, return_counts=True)
-    quotas = np.floor(counts / counts.sum() * count).astype(int)
-    # hand the remainder to the classes with the largest fractional parts so that the total is exact
-    remainder = count - quotas.sum()
-    order = np.argsort(-(counts / counts.sum() * count - quotas), kind="stable")
-    quotas[order[:remainder]] += 1
-    for cls, quota in zip(classes, quotas):
-        members = np.flatnonzero(labels == cls)
-        picked.append(rng.choice(members, size=min(quota, len(members)), replace=False))
-    return np.sort(np.concatenate(picked))
+    share = counts / counts.sum() * count
+    cap = np.maximum(counts - keep_per_class, 0)
+    quotas = np.minimum(np.floor(share).astype(int), cap)
+    for c in np.argsort(-(share - np.floor(share)), kind="stable"):
+        if quotas.sum() >= count:
+            break
+        if quotas[c] < cap[c]:
+            quotas[c] += 1
+    picked = [rng.choice(np.flatnonzero(labels == cls), size=q, replace=False) for cls, q in zip(classes, quotas)]
+    return np.sort(np.concatenate(picked)) if picked else np.zeros(0, dtype=np.int64)

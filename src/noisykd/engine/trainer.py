@@ -167,6 +167,9 @@ class Trainer:
                 self.build(checkpoint)
                 procs.on_writer(start_outputs, "the start of the run folder")
                 log.info(f"training labels: {self.data.noisy.describe()}")  # the realised counts, every run
+                if self.config.optim.early_stop_patience is not None and self.data.val is None:
+                    log.warning("optim.early_stop_patience is set but the run has no validation split to stop "
+                                "by (data.val_fraction 0, or under 50 training images): it trains every epoch")
                 if procs.distributed:
                     log.info(f"data parallel over {procs.world_size} processes ({procs.backend}): global batch "
                              f"{self.config.optim.batch_size}, {self.config.optim.batch_size // procs.world_size} "
@@ -347,7 +350,7 @@ class Trainer:
         if procs.world_size > 1:
             self._seed_rank_streams(epoch)
         self.method.on_epoch_start(epoch)
-        phase = self.method.phase()  # what the epoch trains under (a change between rows is a phase change)
+        phase = self.method.phase(epoch)  # what the epoch trains under (a change between rows is a phase change)
         self.nets.train(True)
         order = torch.randperm(len(self.feed), generator=self.gen_shuffle)
         meter = EpochMeter(self.device, self.clean_by_index, self.noisy_by_index)
@@ -397,7 +400,7 @@ class Trainer:
         procs.on_writer(lambda: self._checkpoint(row), "the checkpoint")
         log.info(epoch_line(row, cfg.optim.epochs))
         for event in guard.collapse_events(self.history, cfg.log.collapse_drop):
-            if event.epoch == row["epoch"]:
+            if event.epoch == row["epoch"] and self.processes.is_writer:  # said once, not once per process
                 log.warning(f"collapse: {event.message(cfg.method, str(self.out_dir))}")
         if getattr(self, "tensorboard", None) is not None:
             for key, value in row.items():
@@ -605,7 +608,7 @@ class Trainer:
     def _finish(self) -> RunResult:
         """Every rank predicts (its part, gathered) and computes the outputs; rank 0 writes them."""
         out, rows = self.out_dir, self.data.train.indices
-        held_out = self.data.val if self.data.val is not None and not self.data.val_is_own else None
+        held_out = self.data.held_out_val
         outputs = collect_outputs(self.data, self.predict_split(self.data.train).logits, self.method.name,
                                   self.method.sample_outputs(), self.config.seed,
                                   val_logits=None if held_out is None else self.predict_split(held_out).logits)

@@ -426,10 +426,10 @@ class Method:
     def on_epoch_start(self, epoch: int) -> None:
         pass
 
-    def phase(self) -> str | None:
-        """The phase the coming epoch trains in, for people (BKD: ``"stage 2: split at the fitting epoch 8,
-        teacher on the robust loss"``), or None for a method without phases (the default). The engine asks after
-        ``on_epoch_start`` and records it with the epoch; a change is a phase change, after which the collapse
+    def phase(self, epoch: int) -> str | None:
+        """The phase epoch ``epoch`` (0-based) trains in, for people (BKD: ``"stage 2: split at the fitting epoch
+        8, teacher on the robust loss"``), or None for a method without phases (the default). The engine asks
+        after ``on_epoch_start`` and records it with the epoch; a change is a phase change, after which the collapse
         guard (``noisykd.engine.guard``) watches the noisy-validation accuracy."""
         return None
 

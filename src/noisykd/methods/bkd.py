@@ -207,7 +207,7 @@ class BlindKnowledgeDistillation(Method):
                                    # Eq. 4 summand per sample; the engine's epoch mean is Eq. 4
                                    "mean_max_p_student": mean_max_probability(p_student)})
 
-    def phase(self) -> str:
+    def phase(self, epoch: int) -> str:
         if self.stage == 1:
             return "stage 1: teacher on cross-entropy until the fitting epoch"
         loss = "the robust loss (Eqs. 7-8)" if self.args.robust_stage else "cross-entropy (robust_stage=false)"

@@ -173,14 +173,10 @@ class MutualConfidentDistillation(Method):
         return StepOutput(loss=self_a + peer_a + self_b + peer_b, logits=ensemble_log_probs, metrics=metrics,
                           checks=checks)
 
-    def on_epoch_start(self, epoch: int) -> None:
-        self._epoch = epoch
-
-    def phase(self) -> str | None:
+    def phase(self, epoch: int) -> str | None:
         """ProSelfLC's or Mconf's side (labels or predictions) leading model A's refined label (B's follows the
         same schedule; Mconf's may cross an epoch apart); None for the fixed-eps kinds."""
-        return self.correction["a"].phase(getattr(self, "_epoch", 0), self.ctx.total_epochs,
-                                          self.ctx.steps_per_epoch)
+        return self.correction["a"].phase(epoch, self.ctx.total_epochs, self.ctx.steps_per_epoch)
 
     def on_epoch_end(self, epoch: int, train_metrics: Mapping[str, float]) -> dict[str, float]:
         for name in ("a", "b"):  # Mconf's r for the next epoch (unused by the other kinds)

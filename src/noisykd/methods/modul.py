@@ -61,9 +61,10 @@ log = logging.getLogger("noisykd")
 PAPER_ALPHA = 0.1
 #: Runs shorter than this many epochs with the paper's alpha get a hint in the log (the paper trains 200).
 SHORT_RUN_EPOCHS = 100
-#: The split warns when at least this share of its open-set group gets a known class with probability >= 0.9
-#: from the teacher (what a closed-set noisy sample looks like to it).
+#: The split warns when at least OPEN_CONFIDENT_WARNING of its open-set group gets a known class with probability
+#: >= CONFIDENT_TEACHER from the teacher (what a closed-set noisy sample looks like to it).
 OPEN_CONFIDENT_WARNING = 0.5
+CONFIDENT_TEACHER = 0.9
 
 
 @dataclass(frozen=True)
@@ -169,7 +170,6 @@ class MODUL(Method):
         self.prototypes: torch.Tensor | None = None  # (C, P), Eq. 9
         self._teacher_features: torch.Tensor | None = None  # (num_samples, Dt), cached for the prototypes
         self._teacher_labels: torch.Tensor | None = None    # (num_samples,) the teacher's arg-max
-        self._teacher_confidence: torch.Tensor | None = None  # (num_samples,) its max probability
         if self.args.alpha == PAPER_ALPHA and ctx.total_epochs < SHORT_RUN_EPOCHS:
             log.info(f"modul: alpha = {PAPER_ALPHA} is the paper's CE weight for 200 epochs; in {ctx.total_epochs} "
                      "epochs the student learns its classes slowly (digits with openset:0.5:0.5 noise, mlp student, "
@@ -195,13 +195,15 @@ class MODUL(Method):
                 given[batch.indices] = batch.labels
                 if not resumed:
                     self.ctx.store.write("modul_sl_loss", batch.indices, sl_loss(logits, batch.labels))
-        self._teacher_features, self._teacher_labels, self._teacher_confidence = features, teacher_labels, confidence
+        self._teacher_features, self._teacher_labels = features, teacher_labels
         if not resumed:
-            self._split(given, teacher_labels)
+            self._split(given, teacher_labels, confidence)
             if self.args.prototypes == "once":
                 self.prototypes = self._compute_prototypes()
 
-    def _split(self, given: torch.Tensor, teacher_labels: torch.Tensor) -> None:
+    def _split(self, given: torch.Tensor, teacher_labels: torch.Tensor, confidence: torch.Tensor) -> None:
+        """Eqs. 4-6 on the teacher's SL losses; ``confidence``: the teacher's max probability per sample, for the
+        warning about an open group the teacher would rather correct."""
         rows = self.ctx.train_indices
         scores = self.ctx.store["modul_sl_loss"][rows].cpu().numpy()
         split = split_universal_noise(scores, components=self.args.components, tau_min=self.args.tau_min,
@@ -215,14 +217,15 @@ class MODUL(Method):
         store.write("modul_group_probability", rows, torch.from_numpy(split.probabilities.astype(np.float32)))
         changed = int(((target != given[rows]) & (group != OPEN)).sum())
         in_open = group == OPEN
-        confident_other = in_open & (self._teacher_confidence[rows] >= 0.9) & (teacher_labels[rows] != given[rows])
+        confident_other = (in_open & (confidence[rows] >= CONFIDENT_TEACHER)
+                           & (teacher_labels[rows] != given[rows]))
         share = float(confident_other.sum() / max(int(in_open.sum()), 1))
         self.split = split.summary() | {"relabelled": changed, "open_confident_other": round(share, 4)}
         if in_open.any() and share >= OPEN_CONFIDENT_WARNING:
             log.warning(f"modul: {int(confident_other.sum())} of the {int(in_open.sum())} samples the split sends to "
                         f"the open-set group ({100 * share:.0f}%) get a known class other than their label with "
-                        "probability >= 0.9 from the teacher: to it they look closed-set noisy, whose labels it would "
-                        "correct rather than drop (a teacher can be as confident on foreign images, so check "
+                        f"probability >= {CONFIDENT_TEACHER} from the teacher: to it they look closed-set noisy, "
+                        "whose labels it would correct rather than drop (a teacher can be as confident on foreign images, so check "
                         f"modul_split.png). If few of your images belong to no class, lower method_args.tau_max (now "
                         f"{self.args.tau_max}) to send more of them to the closed-set group")
 

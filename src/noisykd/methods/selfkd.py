@@ -189,7 +189,6 @@ class SelfLabelCorrection(Method):
         options = {k: getattr(args, k) for k in ("b1", "transit", "schedule_unit", "rho", "detach_target")
                    if hasattr(args, k)}
         self.correction = SelfCorrection(self.kind, ctx.num_classes, **options)
-        self._epoch = 0
 
     def training_step(self, batch: Batch) -> StepOutput:
         logits = self.net(batch.views["train"])
@@ -200,11 +199,8 @@ class SelfLabelCorrection(Method):
             "epsilon": eps, "global_trust": self.correction.global_trust(batch.progress),
             "norm_entropy": normalized_entropy(log_probs.detach())})
 
-    def on_epoch_start(self, epoch: int) -> None:
-        self._epoch = epoch
-
-    def phase(self) -> str | None:
-        return self.correction.phase(self._epoch, self.ctx.total_epochs, self.ctx.steps_per_epoch)
+    def phase(self, epoch: int) -> str | None:
+        return self.correction.phase(epoch, self.ctx.total_epochs, self.ctx.steps_per_epoch)
 
     def on_epoch_end(self, epoch: int, train_metrics: Mapping[str, float]) -> dict[str, float]:
         self.correction.end_epoch(train_metrics["norm_entropy"])
