@@ -85,10 +85,10 @@ def _read_pair(archive, path: Path, split: str, shape_train: tuple) -> tuple[np.
     x = _check_images(_read_array(archive, f"x_{split}", path), f"x_{split}", path)
     y = _check_labels(_read_array(archive, f"y_{split}", path), f"y_{split}", path, len(x))
     # Compare with a channel axis on both, so N x H x W and N x H x W x 1 count as the same shape.
-    shape = x.shape[1:] + ((1,) if x.ndim == 3 else ())
-    if shape != shape_train:
-        raise DataError(f"{path}: array 'x_{split}' images are {shape} (height, width, channels) but 'x_train' "
-                        f"images are {shape_train}; they must match")
+    if x.shape[1:] + ((1,) if x.ndim == 3 else ()) != shape_train:
+        train = shape_train if x.ndim == 4 else shape_train[:2]  # in the layout of x, channels shown when it has them
+        raise DataError(f"{path}: array 'x_{split}' images are {x.shape[1:]} but 'x_train' images are {train}; they "
+                        "must match")
     return x, y
 
 
