@@ -955,6 +955,8 @@ def _parse_options(text: str, spec: str) -> dict[str, Any]:
     """``"n=1, m=[3, 4]"`` -> {"n": 1, "m": [3, 4]}: split at the commas outside brackets."""
     import yaml
 
+    from .config import load_yaml
+
     items, depth, current = [], 0, ""
     for char in text:
         if char in "[{(":
@@ -975,7 +977,7 @@ def _parse_options(text: str, spec: str) -> dict[str, Any]:
         if not sep or not key.strip().isidentifier():
             raise ConfigError(f"view spec {spec!r}: expected option=value, got {item!r}")
         try:
-            options[key.strip()] = yaml.safe_load(raw.strip())
+            options[key.strip()] = load_yaml(raw.strip())
         except yaml.YAMLError:
             raise ConfigError(f"view spec {spec!r}: cannot read the value of {key.strip()!r}: {raw.strip()!r}") from None
     return options

@@ -38,7 +38,7 @@ import numpy as np
 from .config import load_config
 from .data import ImageDataset
 from .detect.from_run import RunDetection, detect_from_run
-from .errors import ConfigError, DataError, OutputError
+from .errors import ConfigError, DataError, NoisyKDError, OutputError
 
 ACTIONS = ("drop", "relabel", "review")
 RESTS = ("drop", "keep")
@@ -160,6 +160,7 @@ def clean_run(run_dir: str | Path, out_dir: str | Path, action: str = "review", 
     """
     from .crossval import cv_path
 
+    from .engine.inputs import verify_inputs
     from .engine.setup import load_source
 
     rule = (rule or CleaningRule(action=action)).validate()
@@ -171,6 +172,7 @@ def clean_run(run_dir: str | Path, out_dir: str | Path, action: str = "review", 
     found = detect_from_run(run_dir, detector, verified=verified)
     config = load_config(run_dir / "config.yaml")
     dataset = load_source(config.data)
+    verify_inputs(run_dir, dataset.meta, config.data.spec)  # the images, labels and config the run trained on
     given = _given_labels(run_dir, len(dataset.train))
     role = _sample_roles(run_dir, len(dataset.train), config.data.train_subset is not None)
     plan = plan_cleaning(found.noise_score, found.flagged, found.given_label, found.suggested_label,
@@ -210,6 +212,20 @@ def _check_out(out_dir: Path, run_dir: Path) -> None:
                           "changes existing files)")
     if out_dir.resolve() == run_dir.resolve():
         raise OutputError(f"{out_dir}: is the run folder; choose a new folder for the cleaned data")
+    from .outfiles import data_root, enclosing_run, is_inside
+
+    run = enclosing_run(out_dir.parent) or (run_dir if is_inside(out_dir, run_dir) else None)
+    if run is not None:
+        raise OutputError(f"{out_dir} would land inside the run folder {run}, which holds its run's files only; "
+                          "choose a new folder outside it (--out)")
+    try:
+        spec = load_config(run_dir / "config.yaml").data.spec
+    except NoisyKDError:
+        return  # the run's own checks say what is wrong with it
+    root = data_root(spec)
+    if root is not None and is_inside(out_dir, root):
+        raise OutputError(f"{out_dir} would land inside the data folder {root} of the run ({spec}), which would "
+                          "then read it as data; choose a new folder outside it (--out)")
 
 
 def _given_labels(run_dir: Path, count: int) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import sys
@@ -11,8 +12,8 @@ from typing import List, Optional
 import numpy as np
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from .errors import ConfigError, NoisyKDError
 from .logs import log_to_stderr
@@ -21,8 +22,15 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Train image classifiers on noisy labels with knowledge distillation.")
 data_app = typer.Typer(no_args_is_help=True, help="Inspect data sources and label noise.")
 app.add_typer(data_app, name="data")
-console = Console()
-err_console = Console(stderr=True)
+# markup=False: every message holds user strings (paths, class names, config values); "[red]x[/red]" in one
+# must print as it is, never as a style or a MarkupError. Our own styles go through styled().
+console = Console(markup=False)
+err_console = Console(stderr=True, markup=False)
+
+
+def styled(*parts) -> Text:
+    """One line from parts: a ``(text, style)`` pair is styled, a plain string printed exactly as it is."""
+    return Text.assemble(*parts)
 
 
 def launched_by_torchrun() -> bool:
@@ -42,7 +50,15 @@ def friendly_errors(fn):
         except NoisyKDError as e:
             # soft_wrap: one line however narrow the terminal, so that logs and greps see all of it
             rank = f"[rank {os.environ['RANK']}] " if int(os.environ.get("WORLD_SIZE", 1)) > 1 else ""
-            err_console.print(f"[bold red]error:[/] {rank}{e}", highlight=False, soft_wrap=True)
+            err_console.print(styled(("error:", "bold red"), f" {rank}{e}"), highlight=False, soft_wrap=True)
+            raise typer.Exit(2)
+        except OSError as e:  # a read-only or full output place met outside the run folder's own checks
+            if e.errno not in (errno.EACCES, errno.EROFS, errno.EPERM, errno.ENOSPC, errno.EDQUOT):
+                raise
+            rank = f"[rank {os.environ['RANK']}] " if int(os.environ.get("WORLD_SIZE", 1)) > 1 else ""
+            err_console.print(styled(("error:", "bold red"), f" {rank}cannot write {e.filename or 'an output'}: "
+                                     f"{e.strerror}; choose another place (nothing else was changed)"),
+                              highlight=False, soft_wrap=True)
             raise typer.Exit(2)
         except KeyboardInterrupt:
             err_console.print("interrupted; a run can be continued with --resume RUN_DIR")
@@ -96,8 +112,8 @@ def data_info(
     data_cfg.validate()
     noisy = choose_training_labels(data_cfg, dataset)
     h, w, c = dataset.image_shape
-    console.print(f"[bold]{dataset.name}[/]: {dataset.num_classes} classes, images {h}x{w}x{c} uint8, "
-                  f"loaded in {load_s:.2f} s")
+    console.print(styled((dataset.name, "bold"), f": {dataset.num_classes} classes, images {h}x{w}x{c} uint8, "
+                                                 f"loaded in {load_s:.2f} s"))
     table = Table("class", "name", "train", "train (given labels)", "test")
     train_counts = np.bincount(dataset.train.labels, minlength=dataset.num_classes)
     given_counts = np.bincount(noisy.labels, minlength=dataset.num_classes)
@@ -113,8 +129,8 @@ def data_info(
     if noisy.noise_rate is None:
         console.print("noise rate: unknown (no clean labels)")
         return
-    console.print(f"[bold]noise rate: {100 * noisy.noise_rate:.2f}%[/] "
-                  f"({int(noisy.is_noisy.sum()):,} of {len(noisy):,} labels differ from the clean ones)")
+    console.print(styled((f"noise rate: {100 * noisy.noise_rate:.2f}%", "bold"),
+                         f" ({int(noisy.is_noisy.sum()):,} of {len(noisy):,} labels differ from the clean ones)"))
     if noisy.open_set_rate:
         console.print(noisy.describe())
     if matrix and dataset.num_classes <= 20:
@@ -135,13 +151,13 @@ def data_labels(spec: str = typer.Argument(..., help="label-set spec, e.g. cifar
 
     noisy = from_labelset(load_labelset(spec))
     classes = int(noisy.labels.max()) + 1
-    console.print(f"[bold]{spec}[/]")
+    console.print(styled((spec, "bold")))
     console.print(f"{len(noisy):,} labels, {classes} classes seen")
     if noisy.noise_rate is None:
         console.print("noise rate: unknown (the file has no clean labels)")
     else:
-        console.print(f"[bold]noise rate: {100 * noisy.noise_rate:.2f}%[/] "
-                      f"({int(noisy.is_noisy.sum()):,} of {len(noisy):,} labels differ from the clean ones)")
+        console.print(styled((f"noise rate: {100 * noisy.noise_rate:.2f}%", "bold"),
+                             f" ({int(noisy.is_noisy.sum()):,} of {len(noisy):,} labels differ from the clean ones)"))
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -188,11 +204,11 @@ def _describe(registry, name: Optional[str], key: str) -> None:
         console.print(table)
         return
     d = registry.describe(name)
-    console.print(escape(f"{name}: {d.doc}"))
+    console.print(f"{name}: {d.doc}")
     if d.options:
         console.print(f"\n{key} defaults:")
         for option, default in d.options.items():
-            console.print(escape(f"  {option} = {default!r}"))
+            console.print(f"  {option} = {default!r}")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -289,7 +305,7 @@ def _load_config_for_data(config: Optional[Path], overrides: list[str]):
     if dropped:
         from .config import data_spec_of
 
-        err_console.print(f"note: {escape(describe_rebase(base, data_spec_of(overrides), dropped))}", highlight=False,
+        err_console.print(f"note: {describe_rebase(base, data_spec_of(overrides), dropped)}", highlight=False,
                           soft_wrap=True)
     return load_config(base=base, overrides=overrides)
 
@@ -344,8 +360,8 @@ def _print_config(cfg) -> None:
 
 def _print_summary(summary: dict, out_dir: Path) -> None:
     last = summary["last"]
-    console.print(f"[bold]{escape(summary['method'])}[/] on {escape(summary['data'])}: last-epoch test accuracy "
-                  f"{_pct(last.get('test_acc'))}", highlight=False)
+    console.print(styled((summary["method"], "bold"), f" on {summary['data']}: last-epoch test accuracy "
+                                                      f"{_pct(last.get('test_acc'))}"), highlight=False)
     if summary.get("early_stop"):
         stop = summary["early_stop"]
         console.print(f"stopped early after epoch {stop['after_epoch']} of {summary['epochs']} (no better noisy-"
@@ -363,16 +379,18 @@ def _print_summary(summary: dict, out_dir: Path) -> None:
         console.print(f"best test accuracy (oracle) {_pct(b.get('test_acc'))} at epoch {b['epoch']}")
     for event in summary.get("collapse") or []:  # a method's phase change that cost accuracy: always worth saying
         if event["kind"] == "phase_change":
-            console.print(f"[bold yellow]warning:[/] {escape(event['message'])}", highlight=False, soft_wrap=True)
+            console.print(styled(("warning:", "bold yellow"), f" {event['message']}"), highlight=False,
+                          soft_wrap=True)
     drop = 100 * summary.get("collapse_drop", 0.05)
     if selection and selection["last_trails_best_val_points"] > drop:  # falls it recovered from are in the log
-        console.print(f"[bold yellow]warning:[/] the last epoch trails the best noisy-validation epoch "
-                      f"{selection['best_epoch']} by {selection['last_trails_best_val_points']:.1f} points: use "
-                      f"checkpoints/best.pt (noisykd eval {escape(str(out_dir))} --best, noisykd predict ... --best)",
+        console.print(styled(("warning:", "bold yellow"),
+                             f" the last epoch trails the best noisy-validation epoch {selection['best_epoch']} by "
+                             f"{selection['last_trails_best_val_points']:.1f} points: use checkpoints/best.pt "
+                             f"(noisykd eval {out_dir} --best, noisykd predict ... --best)"),
                       highlight=False, soft_wrap=True)
     best = out_dir / "checkpoints" / "best.pt"
-    console.print(f"outputs in {escape(str(out_dir))}; best checkpoint ({summary.get('best_checkpoint', 'best')}): "
-                  f"{escape(str(best))} (noisykd eval/predict --best)", highlight=False)
+    console.print(f"outputs in {str(out_dir)}; best checkpoint ({summary.get('best_checkpoint', 'best')}): "
+                  f"{str(best)} (noisykd eval/predict --best)", highlight=False)
 
 
 def _pct(value) -> str:
@@ -411,15 +429,15 @@ def predict_cmd(
 ) -> None:
     """Class probabilities of the run's network for any images: OUT.csv (top-k classes) and OUT.npz
     (pred_probs N x C, for cleanlab or your own analysis)."""
-    from .predict import predict
+    from .outfiles import check_new_files, data_root
+    from .predict import npz_path, predict
 
-    if out.exists():
-        raise typer.BadParameter(f"{out} exists; choose another --out (noisykd never overwrites your files)")
     if top_k < 1:
         raise typer.BadParameter("--top-k must be >= 1")
+    check_new_files([out, npz_path(out)], data_roots=[data_root(data)])
     predictions = predict(target, data, best=best)
     predictions.write(out, top_k)
-    console.print(f"{len(predictions.index):,} images; wrote {out} and {out.with_suffix('.npz')}")
+    console.print(f"{len(predictions.index):,} images; wrote {out} and {npz_path(out)}")
 
 
 @app.command("detect")
@@ -466,7 +484,7 @@ def detect_cmd(
     folds = cv
     if folds:
         place = {k: v for k, v in {"device": device, "threads": threads}.items() if v is not None}
-        err_console.print(f"{folds}-fold cross-validation of {escape(str(run))}: each fold run trains without one "
+        err_console.print(f"{folds}-fold cross-validation of {str(run)}: each fold run trains without one "
                           "fold and predicts it", highlight=False)
         cross_validate(run, folds=folds, overrides=place, progress=None,
                        on_fold=lambda f, n, what: err_console.print(f"fold {f + 1}/{n}: {_FOLD_STATES[what]}"))
@@ -488,8 +506,8 @@ def detect_cmd(
                   title=f"the {top} labels most likely wrong")
     for rank, i in enumerate(found.ranking()[:top], 1):
         sample = str(found.path[i]) if found.path is not None else str(found.index[i])
-        table.add_row(str(rank), escape(sample), escape(found.class_name(int(found.given_label[i]))),
-                      escape(found.class_name(int(found.suggested_label[i]))), f"{found.noise_score[i]:.3f}",
+        table.add_row(str(rank), sample, found.class_name(int(found.given_label[i])),
+                      found.class_name(int(found.suggested_label[i])), f"{found.noise_score[i]:.3f}",
                       "yes" if found.flagged[i] else "no")
     console.print(table)
     if found.metrics is not None:
@@ -501,10 +519,10 @@ def detect_cmd(
         console.print("the true labels are unknown: no precision or recall (give --verified FILE.csv with labels "
                       "you checked)")
     if found.noise_matrix is not None and len(found.classes) <= 20:
-        matrix = Table("true \\ given", *[escape(c[:8]) for c in found.classes],
+        matrix = Table("true \\ given", *[c[:8] for c in found.classes],
                        title="estimated noise transition matrix (confident learning; rows: true class)")
         for c, row in zip(found.classes, found.noise_matrix):
-            matrix.add_row(escape(c[:12]), *[f"{v:.2f}" if v >= 0.005 else "." for v in row])
+            matrix.add_row(c[:12], *[f"{v:.2f}" if v >= 0.005 else "." for v in row])
         console.print(matrix)
     console.print(f"wrote {csv_path} and {json_path}")
 
@@ -536,12 +554,12 @@ def clean_cmd(
     rule = CleaningRule(action=action, top=top, fraction=fraction, relabel_min=relabel_min, given_max=given_max,
                         rest=rest)
     result = clean_run(run, out, detector=detector, top=gallery, verified=verified, rule=rule)
-    console.print(f"{result.flagged:,} suspects of {result.judged:,} labels judged ({escape(rule.describe())}): "
+    console.print(f"{result.flagged:,} suspects of {result.judged:,} labels judged ({rule.describe()}): "
                   f"dropped {result.dropped:,}, relabelled {result.relabelled:,}; {result.kept:,} samples kept; "
-                  f"wrote {escape(str(result.data_file))}" + (f" and {escape(str(result.gallery))}" if result.gallery
+                  f"wrote {str(result.data_file)}" + (f" and {str(result.gallery)}" if result.gallery
                                                               else ""), highlight=False)
     reader = "folder" if result.data_file.suffix == ".csv" else "npz"
-    console.print(f"train on it with: noisykd train --data {reader}:{escape(str(result.data_file))} ...",
+    console.print(f"train on it with: noisykd train --data {reader}:{str(result.data_file)} ...",
                   highlight=False)
 
 
@@ -592,7 +610,7 @@ def train_clean_cmd(
     cfg = _load_config_for_data(config, sets + list(overrides))
     _check_writable(out)
     result = train_clean(cfg, out, folds=folds, detector=detector, rule=rule, progress=None,
-                         on_stage=lambda stage, what: err_console.print(escape(f"[{stage}] {what}"), highlight=False,
+                         on_stage=lambda stage, what: err_console.print(f"[{stage}] {what}", highlight=False,
                                                                         soft_wrap=True))
     print(result.markdown())  # plain: a Markdown table that pastes whole
     console.print(f"wrote {out / 'train_clean.md'} and {out / 'train_clean.json'}; the cleaned data: "

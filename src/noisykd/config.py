@@ -181,8 +181,15 @@ class OptimConfig:
             if not isinstance(m, int) or not 0 < m < self.epochs + 1:
                 raise ConfigError(f"optim.milestones must be epochs in [1, {self.epochs}], got {self.milestones}")
         _check_range("optim.momentum", self.momentum, 0.0, 1.0)
-        if self.weight_decay < 0:
-            raise ConfigError(f"optim.weight_decay must be >= 0, got {self.weight_decay}")
+        if self.nesterov and (self.name != "sgd" or self.momentum == 0):
+            raise ConfigError(f"optim.nesterov needs sgd with momentum > 0 (Nesterov's momentum), got "
+                              f"{self.name} with momentum {self.momentum}")
+        if self.name != "sgd" and self.momentum != OptimConfig.momentum:
+            raise ConfigError(f"optim.momentum is SGD's; {self.name} has its own betas and would ignore "
+                              f"momentum {self.momentum}: leave it at its default {OptimConfig.momentum}")
+        if not 0 <= self.weight_decay <= 1:
+            raise ConfigError(f"optim.weight_decay must lie in [0, 1] (papers use 1e-4 .. 5e-4), got "
+                              f"{self.weight_decay}")
         if not self.gamma > 0:
             raise ConfigError(f"optim.gamma must be > 0 (the lr factor at each milestone), got {self.gamma}")
         if not 0 <= self.warmup_epochs < self.epochs:
@@ -275,8 +282,9 @@ class DistributedConfig:
 
     def validate(self) -> None:
         _check_choice("distributed.backend", self.backend, ("auto", "nccl", "gloo"))
-        if not self.timeout_s > 0:
-            raise ConfigError(f"distributed.timeout_s must be > 0 seconds, got {self.timeout_s}")
+        if not 1 <= self.timeout_s <= 7 * 24 * 3600:
+            raise ConfigError(f"distributed.timeout_s must lie in [1, 604800] seconds (a collective of a real run "
+                              f"takes more than a millisecond), got {self.timeout_s}")
 
 
 @dataclass
@@ -363,15 +371,18 @@ class RunConfig:
             self.expected.validate()
         self.log.validate()
         self.distributed.validate()
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"threads must be >= 1 or null, got {self.threads}")
+        cores = os.cpu_count() or 1
+        if self.threads is not None and not 1 <= self.threads <= 4 * cores:
+            raise ConfigError(f"threads must lie in [1, {4 * cores}] (this machine has {cores} cores) or be null, "
+                              f"got {self.threads}")
         parse_method_args(self.method, self.method_args, epochs=self.optim.epochs)
         check_model_options(self.model.name, self.model.kwargs)
         _check_seed("seed", self.seed)
         _check_choice("amp", self.amp, ("none", "bf16", "fp16"))
         _check_choice("data_on_device", self.data_on_device, ("auto", "yes", "no"))
-        if not (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")):
-            raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+        if not (self.device in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:[0-9]{1,3}", self.device)):
+            raise ConfigError(f"device must be auto, cpu, cuda, cuda:N (N a device number) or mps, got "
+                              f"{self.device!r}")
         if self.eval_every < 1:
             raise ConfigError(f"eval_every must be >= 1, got {self.eval_every}")
         if self.eval_batch_size < 1:
@@ -395,12 +406,14 @@ AUTO_VALIDATION_FRACTION = 0.1
 #: Data sets with an asymmetric noise map (methods.md: CIFAR-10's pairs, CIFAR-100's superclasses).
 ASYMMETRIC_DATA = ("cifar10", "cifar100")
 #: Seeds are drawn into torch and numpy generators (the engine adds up to 2 to the training seed).
-MAX_SEED = 2**63 - 3
+#: the largest seed every consumer takes: scikit-learn's random_state (the detectors' mixtures) and numpy's legacy
+#: seeds stop at 2**32 - 1 (torch's generators take more); one range for every seed, checked before any work
+MAX_SEED = 2**32 - 1
 
 
 def _check_seed(name: str, value: int) -> None:
     if not 0 <= value <= MAX_SEED:
-        raise ConfigError(f"{name} must be an integer in [0, 2**63 - 3], got {value}")
+        raise ConfigError(f"{name} must be an integer in [0, 2**32 - 1], got {value}")
 
 
 def _check_range(name: str, value: float, lo: float, hi: float) -> None:
@@ -493,6 +506,33 @@ def _coerce_sequence(value: Any, hint: Any, where: str) -> list | tuple:
     return tuple(items) if origin is tuple else items
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with two changes for configs: ``1e-4`` is a number (YAML 1.2's float syntax, as
+    people write it; YAML 1.1 reads it as a string), and aliases are refused (a config never needs one, and they
+    make alias bombs and self-references)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, f"an alias (*{event.anchor}): configs take no aliases, "
+                                              "write the value out", event.start_mark)
+        return super().compose_node(parent, index)
+
+
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def load_yaml(text: str) -> Any:
+    """A YAML document as a config reads it (:class:`_ConfigLoader`); raises ``yaml.YAMLError``."""
+    return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+#: the largest config file read (shipped ones are a few kB)
+MAX_CONFIG_BYTES = 1_000_000
+
+
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """Apply ``key.sub=value`` overrides (values parsed as YAML) to a nested dict, in place; return it."""
     for item in overrides:
@@ -506,7 +546,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {item}: {part} is not a section")
         try:
-            node[parts[-1]] = yaml.safe_load(raw) if raw != "" else ""
+            node[parts[-1]] = load_yaml(raw) if raw != "" else ""
         except yaml.YAMLError as e:
             raise ConfigError(f"--set {item}: value is not valid YAML: {e}") from None
     return data
@@ -555,10 +595,17 @@ def find_config(path: str | Path) -> Path:
 def read_config_file(path: str | Path) -> dict:
     """The mapping in a YAML config file or shipped config (see :func:`find_config`), not yet validated."""
     path = find_config(path)
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: {path.stat().st_size:,} bytes, not a config file (those are a few kB)")
     try:
-        loaded = yaml.safe_load(path.read_text()) or {}
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a text (UTF-8) file, so not a YAML config (byte {e.start} is "
+                          f"{path.read_bytes()[e.start]:#04x})") from None
+    try:
+        loaded = load_yaml(text) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return loaded

@@ -18,6 +18,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
+from rich.text import Text
 
 from .config import load_config
 from .engine import Trainer
@@ -46,15 +47,15 @@ def demo_config(method: str, method_args: dict, out_dir: Path, epochs: int, seed
 
 def run_demo(out: Path, epochs: int = 60, seed: int = 0, console: Console | None = None) -> dict:
     """Train every demo method, print the comparison, write ``demo.json``, ``demo.md`` and ``demo.png``."""
-    console = console or Console()
+    console = console or Console(markup=False)  # paths print as they are, never as markup
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     noise = demo_config("ce", {}, out, epochs, seed).data.noise
-    console.print(f"[bold]noisykd demo[/]: 8x8 digits, {noise} label noise, {epochs} epochs per method, "
-                  f"outputs in {out}")
+    console.print(Text.assemble(("noisykd demo", "bold"), f": 8x8 digits, {noise} label noise, {epochs} epochs per "
+                                f"method, outputs in {out}"))
     results = {}
     with Progress(TextColumn("  {task.description:<8}"), BarColumn(), MofNCompleteColumn(), TextColumn("epochs"),
-                  TextColumn("{task.fields[result]}"), console=console) as bars:
+                  TextColumn("{task.fields[result]}", markup=False), console=console) as bars:
         tasks = {name: bars.add_task(name, total=epochs, result="", start=False) for name in DEMO_METHODS}
         for name, (method, args) in DEMO_METHODS.items():
             start = time.perf_counter()

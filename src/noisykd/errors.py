@@ -17,6 +17,10 @@ class ConfigError(NoisyKDError, ValueError):
     """A configuration value is missing, of the wrong type or out of range."""
 
 
+class DivergedError(NoisyKDError):
+    """Training produced a loss that is not a finite number (NaN or infinite): the run stops at that epoch."""
+
+
 class CheckpointError(NoisyKDError):
     """A checkpoint is missing, truncated or does not match the run."""
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import os
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from .engine.checkpoint import load_checkpoint, run_checkpoint
 from .engine.setup import PreparedData
 from .errors import CheckpointError, DataError
 from .noise import NoisyLabels
+from .outfiles import write_new_atomic
 
 
 @dataclass(frozen=True)
@@ -44,22 +45,40 @@ class Predictions:
 
     def write(self, csv_path: Path, top_k: int = 3) -> Path:
         """``csv_path`` (one row per image: split, index, path, then class and probability of the top k) and the
-        same name with ``.npz`` (``pred_probs`` N x C, ``classes``, ``split``, ``index``, ``path``)."""
+        same name with ``.npz`` (``pred_probs`` N x C, ``classes``, ``split``, ``index``, ``path``). Each is
+        written atomically and never replaces a file (:func:`noisykd.outfiles.write_new_atomic`)."""
         ids, values = self.top(top_k)
-        tmp = csv_path.with_name(csv_path.name + ".tmp")
-        with open(tmp, "w", newline="") as f:
+
+        def write_csv(raw) -> None:
+            f = io.TextIOWrapper(raw, encoding="utf-8", newline="")
             writer = csv.writer(f)
             writer.writerow(["split", "index", "path"] + [x for r in range(1, ids.shape[1] + 1)
                                                           for x in (f"class_{r}", f"prob_{r}")])
             for i in range(len(self.index)):
-                row = [self.split[i], int(self.index[i]), self.path[i]]
+                row = [self.split[i], int(self.index[i]), spreadsheet_safe(self.path[i])]
                 for c, p in zip(ids[i], values[i]):
-                    row += [self.classes[c], f"{p:.6f}"]
+                    row += [spreadsheet_safe(self.classes[c]), f"{p:.6f}"]
                 writer.writerow(row)
-        os.replace(tmp, csv_path)
-        np.savez_compressed(csv_path.with_suffix(".npz"), pred_probs=self.probs, classes=np.asarray(self.classes),
-                            split=self.split, index=self.index, path=self.path)
+            f.flush()
+            f.detach()  # the caller closes (and syncs) the file
+
+        write_new_atomic(csv_path, write_csv)
+        write_new_atomic(npz_path(csv_path), lambda f: np.savez_compressed(
+            f, pred_probs=self.probs, classes=np.asarray(self.classes), split=self.split, index=self.index,
+            path=self.path))
         return csv_path
+
+
+def npz_path(csv_path: Path) -> Path:
+    """Where the probabilities of ``csv_path`` go: the same name with ``.npz`` (``out.csv`` -> ``out.npz``; a name
+    without ``.csv`` keeps it whole: ``run/samples.txt`` -> ``run/samples.txt.npz``, never another file's name)."""
+    return csv_path.with_suffix(".npz") if csv_path.suffix == ".csv" else csv_path.with_name(csv_path.name + ".npz")
+
+
+def spreadsheet_safe(cell: str) -> str:
+    """A CSV cell a spreadsheet will not run as a formula: text starting with = + - @ (or a tab / carriage
+    return) gets a leading apostrophe, as OWASP advises for CSV injection."""
+    return "'" + cell if isinstance(cell, str) and cell[:1] in ("=", "+", "-", "@", "\t", "\r") else cell
 
 
 def predict(target: str | Path, images: str, best: bool = False) -> Predictions:

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .config import (PaperResult, RunConfig, apply_overrides, data_spec_of, describe_rebase, from_dict,
-                     load_config, read_config_file, read_config_for)
+from .config import (PaperResult, RunConfig, apply_overrides, data_spec_of, describe_rebase, from_dict, load_config,
+                     load_yaml, read_config_file, read_config_for)
 from .engine.runfolder import RunFolder
 from .errors import ConfigError
 
@@ -319,8 +319,6 @@ def _atomic(path: Path, text: str) -> None:
 def parse_method_spec(spec: str) -> tuple[str, str, dict]:
     """``"bkd"``, ``"bkd:reference_gradients=true,k=3"`` or ``"bkd_ref=bkd:reference_gradients=true"`` ->
     (label, method, method_args); values are read as YAML scalars."""
-    import yaml
-
     head, sep, tail = spec.partition("=")
     label, rest = (head, tail) if sep and ":" not in head else (spec, spec)  # "label=method:args" or "method:args"
     method, _, args_text = rest.partition(":")
@@ -329,7 +327,7 @@ def parse_method_spec(spec: str) -> tuple[str, str, dict]:
         key, eq, value = item.partition("=")
         if not eq or not key.strip().isidentifier():
             raise ConfigError(f"method spec {spec!r}: expected NAME[:KEY=VALUE,...], got {item!r}")
-        args[key.strip()] = yaml.safe_load(value)
+        args[key.strip()] = load_yaml(value)
     if not method.strip():
         raise ConfigError(f"method spec {spec!r} names no method")
     return label.strip(), method.strip(), args

@@ -134,6 +134,11 @@ def load_teacher(target: str | Path, *, classes: tuple[str, ...] | int, image_sh
         network = next(iter(weights))
     elif network not in weights:
         raise ConfigError(f"teacher {path} has no network {network!r}; it holds {sorted(weights)}")
+    broken = [name for name, tensor in weights[network].items()
+              if torch.is_tensor(tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if broken:
+        raise CheckpointError(f"teacher {path}: the network {network!r} holds weights that are not finite numbers "
+                              f"(NaN or infinite, e.g. {broken[0]}): its run diverged; train the teacher again")
     cfg = from_dict(state["config"])
     h, _, c = teacher_shape
     module = create_model(cfg.model.name, num_classes=len(teacher_classes), in_channels=c, image_size=h,

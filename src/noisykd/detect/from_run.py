@@ -107,6 +107,9 @@ def detect_from_run(run_dir: str | Path, detector: str = "auto", seed: int = 0,
     if not (run_dir / FINISHED).is_file():
         raise DataError(f"{run_dir}: not a finished noisykd run (no {FINISHED}); continue an interrupted run with "
                         f"noisykd train --resume {run_dir}")
+    from ..engine.inputs import verify_inputs
+
+    verify_inputs(run_dir)  # its config and noisy labels as the run wrote them
     if detector == "cv" or detector.startswith("cv:"):
         return _detect_cross_validated(run_dir, detector.partition(":")[2] or CV_DEFAULT_RULE, seed, verified)
     samples = read_samples(run_dir / "samples.npz")

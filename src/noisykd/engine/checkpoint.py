@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import CheckpointError, OutputError
+from ..errors import CheckpointError, DataError, OutputError
+from ..safe_pickle import check_checkpoint_pickle, read_zip_member
 
 LAST = "last.pt"
 PREVIOUS = "previous.pt"
@@ -103,17 +104,37 @@ def load_checkpoint(path: str | Path) -> dict:
     return state
 
 
+#: torch.save stores its members uncompressed; a little slack for the zip's own headers
+_INFLATE_SLACK = 2**20
+
+
 def _damage(path: Path) -> str | None:
-    """Why ``path`` is not an intact checkpoint archive, or None."""
-    if path.stat().st_size == 0:
+    """Why ``path`` is not an intact checkpoint archive, or None. Refuses a zip bomb (members declaring more
+    bytes than the file holds) before inflating anything, checks every member's CRC-32, then checks the pickle
+    stream of ``data.pkl`` with the safe unpickler's limits (:func:`noisykd.safe_pickle.check_checkpoint_pickle`)
+    before torch reads it."""
+    size = path.stat().st_size
+    if size == 0:
         return "the file is empty (its write was cut short)"
     try:
         with zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
+            declared = sum(info.file_size for info in infos)
+            if declared > 2 * size + _INFLATE_SLACK:
+                return (f"refused: its members declare {declared:,} bytes once inflated, far more than the file's "
+                        f"{size:,} (torch.save stores them uncompressed); not a genuine checkpoint")
             bad = archive.testzip()  # reads every member and compares its CRC-32
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+            if bad is not None:
+                return f"damaged: the data of {bad} fails its checksum (CRC-32)"
+            pickles = [info.filename for info in infos if info.filename.endswith("data.pkl")]
+            if len(pickles) != 1:
+                return f"not a torch checkpoint archive (expected one data.pkl, found {len(pickles)})"
+            check_checkpoint_pickle(read_zip_member(archive, pickles[0], source=str(path)),
+                                    source=f"{path}:{pickles[0]}")
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:
+        if isinstance(e, DataError):  # the pickle check's own message: unsafe or unreadable
+            return str(e).split(": ", 1)[-1] if str(e).startswith(str(path)) else str(e)
         return f"not an intact checkpoint archive (truncated or corrupt: {e})"
-    if bad is not None:
-        return f"damaged: the data of {bad} fails its checksum (CRC-32)"
     return None
 
 

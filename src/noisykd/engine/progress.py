@@ -17,8 +17,8 @@ class ProgressBar:
         if enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TimeRemainingColumn(), TextColumn("{task.fields[stats]}"), transient=True)
+            self.progress = Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+                                     TimeRemainingColumn(), TextColumn("{task.fields[stats]}", markup=False), transient=True)
             self.progress.start()
             self.task = self.progress.add_task(description, total=total, stats="")
 

@@ -5,10 +5,13 @@ States of a folder, as :meth:`RunFolder.state` reads them:
 
 * ``new``: absent or empty (a ``.lock`` aside);
 * ``restartable``: what a run killed before its first checkpoint leaves (its config, its noisy labels, a cut
-  temporary checkpoint): a new run clears it and starts;
+  temporary checkpoint), in a folder the run claimed (``.noisykd-run``, written before anything else): a new
+  run clears it and starts;
 * ``resumable``: holds a checkpoint (``--resume`` continues it);
 * ``finished``: holds the marker ``finished.json`` (written after every other output);
-* ``foreign``: holds other files: a new run refuses to write there.
+* ``foreign``: holds other files, or files a run would write (``config.yaml``, ``train.log``...) in a folder no
+  run claimed: a new run refuses to write there. Nothing in a folder is ever removed unless the folder's claim
+  marker says a run created it.
 """
 
 from __future__ import annotations
@@ -26,9 +29,18 @@ from ..errors import OutputError
 from .checkpoint import has_checkpoint, output_error
 
 LOCK = ".lock"
+#: written by a new run before any other output: the folder's files are the run's own (and only then removable)
+OWNER = ".noisykd-run"
 FINISHED = "finished.json"
 #: What a run writes before its first checkpoint: a folder holding only these may be started again.
-PRE_CHECKPOINT = frozenset({"config.yaml", "noisy_labels.npz", "run_info.json", "train.log", "tensorboard", LOCK})
+PRE_CHECKPOINT = frozenset({"config.yaml", "noisy_labels.npz", "inputs.json", "run_info.json", "train.log",
+                            "tensorboard", LOCK})
+
+
+def _own_before_checkpoint(entry: Path) -> bool:
+    """Whether ``entry`` is something a run writes before its first checkpoint, in a folder it claimed: its
+    inputs and log, the claim marker, or a temporary file cut short by a kill (``*.tmp``)."""
+    return entry.name in PRE_CHECKPOINT or entry.name == OWNER or (entry.name.endswith(".tmp") and entry.is_file())
 
 
 class RunFolder:
@@ -64,11 +76,26 @@ class RunFolder:
         own = [p for p in self._entries() if p.name != LOCK]
         return "restartable" if own else "new"
 
+    @property
+    def claimed(self) -> bool:
+        """Whether a run created this folder's files (its claim marker is there)."""
+        return (self.path / OWNER).is_file()
+
+    def claim(self) -> None:
+        """Mark the folder as a run's own, before the run writes anything else into it."""
+        try:
+            (self.path / OWNER).write_text(json.dumps({"claimed": datetime.now(timezone.utc).isoformat(
+                timespec="seconds"), "pid": os.getpid()}) + "\n")
+        except OSError as e:
+            raise output_error(e, self.path / OWNER) from None
+
     def foreign_entries(self) -> list[str]:
-        """Names of what a run killed before its first checkpoint would not have left there."""
+        """Names of what a run killed before its first checkpoint would not have left there: everything (the
+        lock aside) in a folder no run claimed."""
+        claimed = self.claimed
         out = []
         for entry in self._entries():
-            if entry.name in PRE_CHECKPOINT:
+            if entry.name == LOCK or (claimed and _own_before_checkpoint(entry)):
                 continue
             if entry.name == "checkpoints" and entry.is_dir() and all(p.name.endswith(".tmp") for p in entry.iterdir()):
                 continue
@@ -77,12 +104,18 @@ class RunFolder:
 
     def clear_leftovers(self) -> None:
         """Remove what a run killed before its first checkpoint left (config, noisy labels, cut temporary
-        files); the lock stays."""
+        files, the claim marker last), only in a folder a run claimed: nothing of anyone else's. The lock
+        stays."""
+        if not self.claimed:
+            return
         for entry in self._entries():
-            if entry.name in ("checkpoints", "tensorboard"):
+            if entry.name == "checkpoints" and entry.is_dir() and all(p.name.endswith(".tmp") for p in entry.iterdir()):
                 shutil.rmtree(entry, ignore_errors=True)
-            elif entry.name in PRE_CHECKPOINT and entry.name != LOCK:
+            elif entry.name == "tensorboard" and entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            elif entry.name != LOCK and _own_before_checkpoint(entry) and not entry.is_dir():
                 entry.unlink(missing_ok=True)
+        (self.path / OWNER).unlink(missing_ok=True)
 
     def _entries(self) -> list[Path]:
         return list(self.path.iterdir()) if self.path.is_dir() else []
@@ -96,6 +129,7 @@ class RunFolder:
 
         try:
             self.path.mkdir(parents=True, exist_ok=True)
+            created = not (self.path / LOCK).exists()
             handle = open(self.path / LOCK, "a+")
         except OSError as e:
             raise output_error(e, self.path / LOCK) from None
@@ -116,6 +150,8 @@ class RunFolder:
             yield
         finally:
             handle.close()  # closing releases the lock
+            if created and not self.claimed and not has_checkpoint(self.path) and not self.finished:
+                (self.path / LOCK).unlink(missing_ok=True)  # a refused folder is left as it was found
 
     # --- at the end --------------------------------------------------------------------------------------
     def mark_finished(self, epochs: int) -> None:

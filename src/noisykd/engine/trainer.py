@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import math
 import shutil
 import sys
 import time
@@ -40,7 +41,7 @@ from .. import augment, plots
 from ..calibration import Reliability, reliability
 from ..config import RunConfig, save_config
 from ..data import ImageSplit
-from ..errors import CheckpointError, ConfigError, ContractError, DataError, OutputError
+from ..errors import CheckpointError, ConfigError, ContractError, DataError, DivergedError, OutputError
 from ..methods import (Batch, EvalBatch, GroundTruth, Method, MethodContext, Prediction, Progress, View, Views,
                        create_method)
 from ..models import create_model, wrap_module
@@ -52,6 +53,7 @@ from .meters import ENGINE_METRICS, EpochMeter
 from .networks import NetworkSet
 from .outputs import collect_outputs
 from .progress import ProgressBar, epoch_line
+from .inputs import record_inputs, verify_inputs
 from .runfolder import RunFolder
 from .schedule import LearningRateSchedule
 from .setup import PreparedData, prepare_data
@@ -149,6 +151,7 @@ class Trainer:
                 stack.enter_context(folder.lock())
                 if not resume:
                     return self._check_new_run(folder)
+                verify_inputs(folder.path)  # an edited config.yaml or noisy_labels.npz: said, never overwritten
                 path, loaded["checkpoint"] = self._resume_state(resume, extend)
                 return str(path)
 
@@ -204,6 +207,7 @@ class Trainer:
             raise OutputError(f"{folder.path} is not empty (it holds {shown}); a new run writes only into an empty "
                               "or new folder: choose another one")
         folder.clear_leftovers()  # a run killed before its first checkpoint: start again
+        folder.claim()  # before anything else is written: these files are the run's own
         return None
 
     def _resume_state(self, resume: bool | str | Path, extend: bool) -> tuple[Path, dict]:
@@ -240,6 +244,7 @@ class Trainer:
             save_config(self.config, self.out_dir / "config.yaml")
             if not (resumed and (self.out_dir / "noisy_labels.npz").is_file()):
                 self.data.noisy.save(self.out_dir / "noisy_labels.npz")
+            record_inputs(self.out_dir, self.data.dataset.meta)  # what detect, clean and resume check against
             report.append_session(self.out_dir / "run_info.json", report.session_info(str(self.device)))
         except OSError as e:
             raise output_error(e, self.out_dir) from None
@@ -381,6 +386,8 @@ class Trainer:
             self.gen_method.set_state(procs.broadcast_object(self.gen_method.get_state(), "the method's generator"))
             meter.all_reduce(procs)
         reduced = meter.reduce()
+        if not math.isfinite(reduced["loss"]):  # stop now: every later epoch and the outputs would be NaN
+            raise DivergedError(_diverged_message(cfg, epoch, reduced["loss"], self.out_dir))
         row = _epoch_row(epoch, self.schedule.lr_at(epoch), reduced)
         row.update({f"train_{k}": v for k, v in meter.checks().items()})
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.optim.epochs:
@@ -812,6 +819,17 @@ def _logs_on_rank0_only(processes: distributed.Processes):
 def _method_metrics(reduced: dict) -> dict[str, float]:
     """What ``on_epoch_end`` receives: the epoch's mean loss and the method's own metrics, by name."""
     return {"loss": reduced["loss"], **{k: v for k, v in reduced.items() if k not in ENGINE_METRICS}}
+
+
+def _diverged_message(cfg, epoch: int, loss: float, out_dir: Path) -> str:
+    """One line for a run whose mean training loss of ``epoch`` (0-based) is NaN or infinite: where, the likely
+    causes with this run's values, and what is kept."""
+    args = ", ".join(f"{k}={v!r}" for k, v in sorted(cfg.method_args.items())) or "none set"
+    then = (f"{out_dir}/checkpoints/last.pt holds epoch {epoch}, before it diverged; change them and start a new "
+            "run in another folder" if epoch else "nothing was kept: change them and run again")
+    return (f"training diverged in epoch {epoch + 1}: the mean training loss is {loss} (not a finite number). Likely "
+            f"causes: a learning rate too high (optim.lr={cfg.optim.lr:g}, weight_decay={cfg.optim.weight_decay:g}) "
+            f"or method arguments that make the loss undefined ({cfg.method}: {args}); {then}")
 
 
 def _epoch_row(epoch: int, lr: float, reduced: dict) -> dict:

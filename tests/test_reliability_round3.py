@@ -1,0 +1,347 @@
+"""Reliability, round 3 (issue 24): run folders own only their files, a kill at any of the first writes is no
+dead end, a diverging run stops at its first non-finite epoch, user strings print as they are, configs read
+numbers as people write them and refuse aliases and binary files. (The forged pickles: test_safe_pickle.py.)"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+from typer.testing import CliRunner
+
+from noisykd.cli import app
+from noisykd.config import load_config
+from noisykd.engine import Trainer
+from noisykd.engine.runfolder import LOCK, OWNER, RunFolder
+from noisykd.errors import CheckpointError, DivergedError
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def one_line_error(result, message: str) -> None:
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and "error:" in text and message in text, result.output
+
+
+def tiny(out: Path, **updates) -> dict:
+    return load_config("digits/sym40", updates={"out_dir": str(out), "model": {"name": "mlp"},
+                                                "optim": {"epochs": 2}, **updates}).to_dict()
+
+
+def train(cfg: dict, **run_args):
+    return Trainer(load_config(base=cfg), progress=False).run(**run_args)
+
+
+def photo_folder(root: Path, classes=("a", "b"), train: int = 40, test: int = 6) -> Path:
+    """``root/{train,test}/CLASS/K.png``: random 8x8 images, ``train`` and ``test`` per class."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", train), ("test", test)):
+        for cls in classes:
+            (root / split / cls).mkdir(parents=True)
+            for k in range(n):
+                Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(root / split / cls / f"{k}.png")
+    return root
+
+
+def folder_run(photos: Path, run: Path) -> Path:
+    """A finished one-epoch run on ``photos``."""
+    train(load_config(overrides=[f"data.spec=folder:{photos}", "model.name=mlp", "optim.epochs=1",
+                                 f"out_dir={run}"]).to_dict())
+    return run
+
+
+# ------------------------------------------------------------------------------------------------------------
+# run folders own only their own files
+
+def users_folder(root: Path) -> dict[Path, bytes]:
+    """A folder of the user's own files named as a run's are, with a tensorboard tree -> {path: content}."""
+    files = {root / "config.yaml": (Path(__file__).parents[1] / "src/noisykd/configs/digits/sym40.yaml").read_bytes()
+             + b"\n# my own notes\n",
+             root / "train.log": b"my log\n", root / "run_info.json": b"{}\n",
+             root / "tensorboard" / "exp1" / "events.out": b"my events"}
+    for path, content in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    return files
+
+
+@pytest.mark.parametrize("extra", [[], ["--data", "npz:/missing.npz"], ["--resume", "{dir}"]])
+def test_a_folder_of_the_users_files_is_refused_and_left_exactly_as_it_was(tmp_path, extra):
+    folder = tmp_path / "mine"
+    files = users_folder(folder)
+    before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
+    result = invoke("train", "--config", folder / "config.yaml", "--out", folder, "--set", "model.name=mlp",
+                    *[e.format(dir=folder) for e in extra])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before  # no .lock, no marker, nothing gone
+    assert all(path.read_bytes() == content for path, content in files.items())
+
+
+def test_a_new_run_claims_its_folder_and_a_rerun_after_an_early_failure_starts_clean(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()  # the user's empty folder
+    result = invoke("train", "--config", "digits/sym40", "--out", run, "--set", "model.name=mlp", "--set",
+                    "optim.epochs=1", "--data", "npz:/missing.npz")
+    assert result.exit_code == 2
+    assert run.is_dir() and not list(run.iterdir())  # a failure before any epoch leaves the folder as it was
+    cfg = tiny(run)
+    train(cfg)
+    assert (run / OWNER).is_file() and RunFolder(run).state() == "finished"
+
+
+KILL_AT_WRITE = textwrap.dedent("""
+    import builtins, io, os, signal, sys, yaml
+    from noisykd.config import load_config
+    from noisykd.engine import Trainer
+    target, run = int(sys.argv[2]), os.path.realpath(sys.argv[3])
+    events = []
+    def event(what):
+        events.append(what)
+        if len(events) == target:
+            os.kill(os.getpid(), signal.SIGKILL)   # before this write: no clean-up, as a crash
+    real_open, real_replace = builtins.open, os.replace
+    def open_(file, mode="r", *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and any(c in mode for c in "wxa") \\
+                and os.path.realpath(file).startswith(run):
+            event(f"open {os.path.relpath(file, run)}")
+        return real_open(file, mode, *args, **kwargs)
+    def replace(src, dst, *args, **kwargs):
+        if os.path.realpath(dst).startswith(run):
+            event(f"replace {os.path.relpath(dst, run)}")
+        return real_replace(src, dst, *args, **kwargs)
+    builtins.open = io.open = open_
+    os.replace = replace
+    Trainer(load_config(base=yaml.safe_load(real_open(sys.argv[1]))), progress=False).run()
+    print("\\n".join(events))
+""")
+
+
+def test_a_kill_at_any_of_the_first_writes_is_no_dead_end(tmp_path):
+    script = tmp_path / "kill.py"
+    script.write_text(KILL_AT_WRITE)
+
+    def killed_at(k: int, run: Path):
+        cfg = tiny(run)
+        (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+        proc = subprocess.run([sys.executable, str(script), str(tmp_path / "cfg.yaml"), str(k), str(run)],
+                              capture_output=True, text=True, timeout=300)
+        return cfg, proc
+
+    _, dry = killed_at(0, tmp_path / "dry")  # counts the writes, kills nothing
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    events = dry.stdout.split("\n")
+    first_checkpoint = next(k for k, e in enumerate(events, 1) if e == "replace checkpoints/last.pt")
+    assert first_checkpoint >= 5, events  # the claim, config, noisy labels, run info, log, checkpoint...
+    for k in range(1, first_checkpoint + 2):  # every write up to the first checkpoint, and the one after it
+        run = tmp_path / f"run-{k}"
+        cfg, proc = killed_at(k, run)
+        assert proc.returncode == -9, (k, events[k - 1], proc.stderr[-2000:])
+        state = RunFolder(run).state()
+        assert state in ("new", "restartable", "resumable"), (k, events[k - 1], state, os.listdir(run))
+        # the same command (or --resume, where a checkpoint was kept) completes the run
+        result = train(cfg, resume=state == "resumable")
+        assert result.summary["epochs"] == 2, (k, events[k - 1])
+        assert not [p for p in run.rglob("*") if p.name.endswith(".tmp")], (k, events[k - 1])
+
+
+# ------------------------------------------------------------------------------------------------------------
+# a diverging run stops at its first non-finite epoch
+
+@pytest.mark.parametrize("args,cause", [
+    (("--set", "optim.lr=1e10"), "optim.lr=1e+10"),
+    (("--method", "gce", "--set", "method_args.q=1e-300"), "gce: q=1e-300"),
+])
+def test_a_diverging_run_stops_at_its_first_epoch_naming_the_likely_cause(tmp_path, args, cause):
+    result = invoke("train", "--config", "digits/sym40", "--set", "model.name=mlp", "--set", "optim.epochs=5",
+                    *args, "--out", tmp_path / "run")
+    one_line_error(result, "training diverged in epoch 1: the mean training loss is nan")
+    assert cause in " ".join(result.output.split())
+    assert not (tmp_path / "run").exists()  # nothing kept: the same command, corrected, runs at once
+
+
+def test_a_run_diverging_later_keeps_its_last_good_epoch(tmp_path):
+    cfg = tiny(tmp_path / "run", optim={"epochs": 3})
+
+    def explode(trainer, epoch, step):
+        if epoch == 1 and step == 0:
+            with torch.no_grad():
+                for network in trainer.method.networks():
+                    for p in network.module.parameters():
+                        p.fill_(float("nan"))
+
+    with pytest.raises(DivergedError, match=r"in epoch 2: .*checkpoints/last.pt holds epoch 1"):
+        Trainer(load_config(base=cfg), progress=False, on_step=explode).run()
+    assert RunFolder(tmp_path / "run").state() == "resumable"
+
+
+def test_a_teacher_with_non_finite_weights_is_refused(tmp_path):
+    from noisykd.teacher import load_teacher
+
+    train(tiny(tmp_path / "run", optim={"epochs": 1}))
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    first = next(iter(state["networks"]["net"]))
+    state["networks"]["net"][first] = torch.full_like(state["networks"]["net"][first], float("nan"))
+    torch.save(state, tmp_path / "nan.pt")
+    shape = state["data_shape"]
+    with pytest.raises(CheckpointError, match="not finite numbers .* its run diverged"):
+        from noisykd.data.normalization import Normalization
+
+        load_teacher(tmp_path / "nan.pt", classes=tuple(shape["classes"]), image_shape=tuple(shape["image_shape"]),
+                     normalization=Normalization((0.5,), (0.5,), "test"))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# user strings print as they are
+
+@pytest.mark.parametrize("name", ["[/x]", "[red]x[/red]", "[bold]"])
+def test_paths_with_markup_print_as_they_are(tmp_path, name):
+    missing = tmp_path / name / "missing.pt"
+    result = invoke("eval", missing)
+    one_line_error(result, str(missing))
+
+
+def test_class_names_with_markup_print_as_they_are(tmp_path):
+    photo_folder(tmp_path / "photos", classes=("[bold]cat", "dog"), train=3, test=3)
+    result = invoke("data", "info", f"folder:{tmp_path / 'photos'}")
+    assert result.exit_code == 0, result.output
+    assert "[bold]cat" in result.output
+
+
+# ------------------------------------------------------------------------------------------------------------
+# configs
+
+def test_numbers_in_scientific_notation_are_numbers():
+    cfg = load_config("digits/sym40", overrides=["optim.lr=1e-3", "optim.weight_decay=5E-4"])
+    assert cfg.optim.lr == 1e-3 and cfg.optim.weight_decay == 5e-4
+
+
+def test_a_config_with_aliases_is_refused_before_expanding_them(tmp_path):
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
+    (tmp_path / "bomb.yaml").write_text(bomb)
+    one_line_error(invoke("train", "--config", tmp_path / "bomb.yaml"), "configs take no aliases")
+    (tmp_path / "loop.yaml").write_text("method: &m ce\nmethod_args: *m\n")
+    one_line_error(invoke("train", "--config", tmp_path / "loop.yaml"), "configs take no aliases")
+
+
+def test_a_binary_config_is_one_line(tmp_path):
+    (tmp_path / "x.yaml").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe")
+    one_line_error(invoke("train", "--config", tmp_path / "x.yaml"), "not a text (UTF-8) file")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# outputs of predict and clean: never replace, never inside a run folder or a data tree
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("finished") / "run"
+    train(tiny(run, optim={"epochs": 1}))
+    return run
+
+
+def test_predict_never_replaces_a_file_nor_writes_into_a_run_folder(finished_run, tmp_path):
+    (tmp_path / "fresh.npz").write_bytes(b"mine")
+    one_line_error(invoke("predict", finished_run, "--data", "digits", "--out", tmp_path / "fresh.csv"),
+                   f"{tmp_path / 'fresh.npz'} exists")
+    assert (tmp_path / "fresh.npz").read_bytes() == b"mine" and not (tmp_path / "fresh.csv").exists()
+    before = sorted(p.name for p in finished_run.iterdir())
+    one_line_error(invoke("predict", finished_run, "--data", "digits", "--out", finished_run / "samples.txt"),
+                   "would land inside the run folder")
+    assert sorted(p.name for p in finished_run.iterdir()) == before
+    result = invoke("predict", finished_run, "--data", "digits", "--out", tmp_path / "p.csv")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fresh.npz", "p.csv", "p.npz"]  # no temporary file left
+
+
+def test_clean_never_writes_into_the_run_folder_or_the_data_tree(tmp_path):
+    photos = photo_folder(tmp_path / "photos")
+    run = folder_run(photos, tmp_path / "run")
+    for out, message in ((run / "cleaned", "would land inside the run folder"),
+                         (photos / "cleaned", "would land inside the data folder"),
+                         (photos / "train" / "cleaned", "would land inside the data folder")):
+        one_line_error(invoke("clean", run, "--out", out), message)
+        assert not out.exists()
+    assert invoke("clean", run, "--out", tmp_path / "cleaned").exit_code == 0
+
+
+def test_predictions_csv_quotes_cells_a_spreadsheet_would_run():
+    from noisykd.predict import spreadsheet_safe
+
+    assert [spreadsheet_safe(v) for v in ("=cmd|' /C calc'!A0", "+1", "-2", "@SUM(A1)", "cat", "")] == \
+        ["'=cmd|' /C calc'!A0", "'+1", "'-2", "'@SUM(A1)", "cat", ""]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# detect, clean and resume check their inputs against what the run recorded
+
+def test_edited_noisy_labels_and_config_are_named_by_detect_clean_and_resume(tmp_path):
+    run = tmp_path / "run"
+    train(tiny(run, optim={"epochs": 1}))
+    labels = run / "noisy_labels.npz"
+    original = labels.read_bytes()
+    with np.load(labels) as f:
+        arrays = dict(f)
+    arrays["labels"] = (arrays["labels"] + 1) % 10
+    np.savez(labels, **arrays)
+    for command in (("detect", run), ("clean", run, "--out", tmp_path / "cleaned"), ("train", "--resume", run)):
+        one_line_error(invoke(*command), f"{labels} was changed after the run wrote it")
+    labels.write_bytes(original)
+    config = run / "config.yaml"
+    config.write_text(config.read_text().replace("noise_seed: 0", "noise_seed: 7"))
+    one_line_error(invoke("detect", run), f"{config} was changed after the run wrote it")
+    one_line_error(invoke("train", "--resume", run, "--epochs", "2", "--extend"), f"{config} was changed")
+    assert "noise_seed: 7" in config.read_text()  # the user's edit is said, never overwritten
+
+
+def test_a_changed_data_folder_is_named_by_clean(tmp_path):
+    photos = photo_folder(tmp_path / "photos", classes=("cat", "dog"))
+    run = folder_run(photos, tmp_path / "run")
+    (photos / "train" / "dog" / "0.png").unlink()  # one image removed and one added: rows would shift
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(photos / "train" / "cat" / "99.png")
+    one_line_error(invoke("clean", run, "--out", tmp_path / "cleaned"), "changed since the run was trained")
+    assert not (tmp_path / "cleaned").exists()
+
+
+@pytest.mark.parametrize("setting,message", [
+    ("threads=100000", "threads must lie in [1,"),
+    ("optim.nesterov=true", None),  # sgd with momentum 0.9: accepted
+    ("optim.momentum=0", None),
+    ("device=cuda:abc", "device must be auto, cpu, cuda, cuda:N"),
+    ("optim.weight_decay=1e308", "optim.weight_decay must lie in [0, 1]"),
+    ("distributed.timeout_s=0.001", "distributed.timeout_s must lie in [1, 604800]"),
+    ("seed=4294967296", "seed must be an integer in [0, 2**32 - 1]"),
+])
+def test_settings_that_once_crashed_or_hung_later_are_one_line_up_front(setting, message):
+    from noisykd.errors import ConfigError
+
+    if message is None:
+        load_config("digits/sym40", overrides=[setting])
+        return
+    with pytest.raises(ConfigError) as e:
+        load_config("digits/sym40", overrides=[setting])
+    assert message in str(e.value)
+
+
+@pytest.mark.parametrize("settings,message", [
+    (["optim.nesterov=true", "optim.momentum=0"], "optim.nesterov needs sgd with momentum > 0"),
+    (["optim.name=adam", "optim.nesterov=true"], "optim.nesterov needs sgd"),
+    (["optim.name=adam", "optim.momentum=0.5"], "optim.momentum is SGD's; adam has its own betas"),
+])
+def test_optimiser_options_that_would_be_ignored_are_refused(settings, message):
+    from noisykd.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        load_config("digits/sym40", overrides=settings)
