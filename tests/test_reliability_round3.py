@@ -345,3 +345,180 @@ def test_optimiser_options_that_would_be_ignored_are_refused(settings, message):
 
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         load_config("digits/sym40", overrides=settings)
+
+
+@pytest.mark.parametrize("args,message", [
+    (("--data", "digits:extra"), "digits:extra: digits takes nothing after its name"),
+    (("--set", "model.kwargs.hidden_sizes=[-5]"), "each layer's width must be an integer in [1, 65,536]"),
+    (("--set", "model.kwargs.hidden_sizes=[100000000]"), "each layer's width must be an integer in [1, 65,536]"),
+])
+def test_data_and_model_values_that_raised_tracebacks_are_one_line(tmp_path, args, message):
+    result = invoke("train", "--config", "digits/sym40", "--set", "model.name=mlp", "--set", "optim.epochs=1",
+                    *args, "--out", tmp_path / "run")
+    one_line_error(result, message)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("pis", ["[0.5, 0.5]", "[0.2, 0.2, 0.2, 0.4]"])
+def test_gjs_weights_of_the_wrong_length_are_refused_up_front(pis):
+    from noisykd.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="gjs takes pi1 .* or three weights"):
+        load_config("digits/sym40", overrides=["method=gjs", f"method_args.pis={pis}"])
+    load_config("digits/sym40", overrides=["method=gjs", "method_args.pis=[0.5, 0.25, 0.25]"])
+
+
+def test_a_sample_verified_twice_is_refused_naming_both_lines(tmp_path):
+    from noisykd.detect.from_run import read_verified
+    from noisykd.errors import DataError
+
+    (tmp_path / "v.csv").write_text("index,label\n3,cat\n5,dog\n3,dog\n")
+    with pytest.raises(DataError, match=r"line 4: index '3' is verified a second time \(first on line 2\)"):
+        read_verified(tmp_path / "v.csv", np.arange(10), None, ("cat", "dog"))
+    (tmp_path / "ok.csv").write_text("index,label\n3,cat\n5,1\n")
+    assert read_verified(tmp_path / "ok.csv", np.arange(10), None, ("cat", "dog")).tolist() == \
+        [-1, -1, -1, 0, -1, 1, -1, -1, -1, -1]
+
+
+@pytest.mark.parametrize("noise", ["sym:٠.٤", "openset:٠.5:0.5", "sym:0,4"])
+def test_noise_rates_in_other_digits_are_refused(noise):
+    from noisykd.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not a number"):
+        load_config("digits/sym40", overrides=[f"data.noise={noise}"])
+
+
+def test_a_set_contradicting_a_flag_is_refused_and_agreeing_ones_pass(tmp_path):
+    result = invoke("train", "--config", "digits/sym40", "--epochs", "3", "--set", "optim.epochs=5",
+                    "--print-config")
+    assert result.exit_code == 2 and "--set optim.epochs=5 contradicts --epochs 3" in " ".join(result.output.split())
+    result = invoke("train", "--config", "digits/sym40", "--epochs", "3", "--set", "optim.epochs=3", "--print-config")
+    assert result.exit_code == 0 and "epochs: 3" in result.output
+
+
+def test_duplicate_augmentation_options_and_huge_counts_are_refused():
+    from noisykd.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="given twice"):
+        load_config("digits/sym40", overrides=["augment.policy=randaugment(n=1,n=2)"])
+    with pytest.raises(ConfigError, match=r"randaugment option n must be an int in \[0, 64\]"):
+        load_config("digits/sym40", overrides=["augment.policy=randaugment(n=100000)"])
+    with pytest.raises(ConfigError, match=r"otsu_step must lie in \[1e-05, 0.5\]"):
+        load_config("digits/sym40", overrides=["method=bkd", "method_args.otsu_step=1e-12"])
+
+
+def test_manifests_and_npz_files_with_contradictions_are_one_line(tmp_path):
+    from noisykd.data import load_dataset
+    from noisykd.errors import DataError
+
+    photos = photo_folder(tmp_path / "photos", classes=("cat", "dog"), train=3, test=1)
+    a, b = photos / "train" / "cat" / "0.png", photos / "train" / "dog" / "0.png"
+    (photos / "twice.csv").write_text(f"path,label\n{a},cat\n{b},dog\n{a},dog\n")
+    with pytest.raises(DataError, match=r"line 4: image .* is listed a second time \(first on line 2\)"):
+        load_dataset(f"folder:{photos / 'twice.csv'}")
+    (photos / "ids.csv").write_text(f"path,label\n{a},0\n{b},5000000\n")
+    with pytest.raises(DataError, match="labels go up to 5000000 but only 2 distinct values occur"):
+        load_dataset(f"folder:{photos / 'ids.csv'}")
+    (photos / "unseen.csv").write_text(f"path,label,split\n{a},cat,train\n{b},cat,train\n"
+                                       f"{photos / 'test' / 'dog' / '0.png'},dog,test\n")
+    with pytest.raises(DataError, match="test labels hold 1 class.* no training sample has \\('dog'\\)"):
+        load_dataset(f"folder:{photos / 'unseen.csv'}")
+    x = np.zeros((4, 8, 8, 3), np.uint8)
+    for name, extra, message in (("dup.npz", {"classes": np.array(["cat", "cat"])}, "both named 'cat'"),
+                                 ("empty.npz", {"classes": np.array(["cat", " "])}, "class 1 has an empty name"),
+                                 ("unseen.npz", {"x_test": x[:2], "y_test": np.array([0, 2])},
+                                  "no training sample has \\('2'\\)")):
+        np.savez(tmp_path / name, x_train=x, y_train=np.array([0, 1, 0, 1]), **extra)
+        with pytest.raises(DataError, match=message):
+            load_dataset(f"npz:{tmp_path / name}")
+
+
+def test_sixteen_bit_greys_are_scaled_not_clipped_to_white(tmp_path):
+    from noisykd.data.sources.folder import decode_image
+
+    values = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)
+    Image.fromarray(values).save(tmp_path / "g16.png")
+    assert Image.open(tmp_path / "g16.png").mode.startswith("I;16")
+    decoded = decode_image(tmp_path / "g16.png", None)
+    assert decoded.dtype == np.uint8 and np.array_equal(decoded, np.rint(values.astype(float) * 255 / 65535).astype(np.uint8))
+
+
+def test_an_ood_pool_that_is_the_training_data_is_refused(tmp_path):
+    from noisykd.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="is the training data itself"):
+        load_config(overrides=[f"data.spec=folder:{tmp_path}", "data.noise=openset:0.4:0.5",
+                               f"data.ood=folder:{tmp_path}/"])
+
+
+def test_a_permission_error_while_writing_is_one_line(tmp_path, monkeypatch, finished_run):
+    import errno
+
+    from noisykd.predict import Predictions
+
+    def denied(self, csv_path, top_k=3):
+        raise PermissionError(errno.EACCES, "Permission denied", str(csv_path))
+
+    monkeypatch.setattr(Predictions, "write", denied)
+    result = invoke("predict", finished_run, "--data", "digits", "--out", tmp_path / "p.csv")
+    one_line_error(result, f"cannot write {tmp_path / 'p.csv'}: Permission denied")
+
+
+def test_truncated_cifar_batches_are_one_data_error_at_every_sampled_cut(tmp_path):
+    from noisykd.data import load_dataset
+    from noisykd.data.fixtures import write_cifar10
+    from noisykd.errors import DataError
+
+    root = write_cifar10(tmp_path / "c10", per_batch=2)
+    batch = next(root.rglob("data_batch_1"))
+    whole = batch.read_bytes()
+    for cut in list(range(0, 200)) + list(range(200, len(whole), 97)):
+        batch.write_bytes(whole[:cut])
+        with pytest.raises(DataError, match="data_batch_1"):
+            load_dataset(f"cifar10:{tmp_path / 'c10'}")
+
+
+def test_a_truncated_tinyimagenet_archive_is_one_data_error(tmp_path):
+    import tarfile
+
+    from noisykd.data import load_dataset
+    from noisykd.errors import DataError
+
+    payload = tmp_path / "words.txt"
+    payload.write_bytes(np.random.default_rng(0).integers(0, 256, 200_000, dtype=np.uint8).tobytes())
+    with tarfile.open(tmp_path / "tin.tar.gz", "w:gz") as archive:
+        archive.add(payload, arcname="tiny-imagenet-200/words.txt")
+    whole = (tmp_path / "tin.tar.gz").read_bytes()
+    (tmp_path / "cut.tar.gz").write_bytes(whole[:len(whole) // 2])
+    with pytest.raises(DataError, match="cut.tar.gz: not a readable tar archive .truncated or damaged"):
+        load_dataset(f"tinyimagenet:{tmp_path / 'cut.tar.gz'}")
+
+
+def test_yes_no_on_off_are_strings_not_booleans():
+    from noisykd.config import load_yaml
+    from noisykd.errors import ConfigError
+
+    assert [load_yaml(v) for v in ("yes", "no", "on", "off", "true", "False")] == ["yes", "no", "on", "off", True,
+                                                                                   False]
+    with pytest.raises(ConfigError, match="optim.nesterov: expected true or false, got 'yes'"):
+        load_config("digits/sym40", overrides=["optim.nesterov=yes"])
+
+
+@pytest.mark.parametrize("names,message", [
+    ([b"cat", b"cat"] + [f"c{k}".encode() for k in range(8)], "classes 0 and 1 are both named 'cat'"),
+    ([b""] + [f"c{k}".encode() for k in range(9)], "class 0 has an empty name"),
+    ([b"\xff\xfe"] + [f"c{k}".encode() for k in range(9)], "entry 0 is not UTF-8 text"),
+    ([3] + [f"c{k}".encode() for k in range(9)], "entry 0 is a int, not a class name"),
+])
+def test_cifar_class_names_duplicated_empty_or_not_text_are_refused(tmp_path, names, message):
+    import pickle
+
+    from noisykd.data import load_dataset
+    from noisykd.data.fixtures import write_cifar10
+    from noisykd.errors import DataError
+
+    write_cifar10(tmp_path / "c10", per_batch=2)
+    meta = next((tmp_path / "c10").rglob("batches.meta"))
+    meta.write_bytes(pickle.dumps({b"label_names": names, b"num_vis": 3072}, protocol=2))
+    with pytest.raises(DataError, match=message):
+        load_dataset(f"cifar10:{tmp_path / 'c10'}")

@@ -612,8 +612,9 @@ class AugMix(Policy):
             raise ConfigError(f"augmix option severity must be a number in (0, 10] (AugMix levels are out of 10), "
                               f"got {severity!r}")
         _check_int_option("augmix", "width", width, 1)
-        if isinstance(depth, bool) or not isinstance(depth, int) or not (depth == -1 or depth >= 1):
-            raise ConfigError(f"augmix option depth must be -1 (uniform in 1..3) or an int >= 1, got {depth!r}")
+        if isinstance(depth, bool) or not isinstance(depth, int) or not (depth == -1 or 1 <= depth <= MAX_AUGMENT_COUNT):
+            raise ConfigError(f"augmix option depth must be -1 (uniform in 1..3) or an int in [1, {MAX_AUGMENT_COUNT}], "
+                              f"got {depth!r}")
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < math.inf:
             raise ConfigError(f"augmix option alpha must be a positive number, got {alpha!r}")
         if not isinstance(all_ops, bool):
@@ -712,9 +713,14 @@ def _augmix_op(name: str, levels: torch.Tensor, negative: torch.Tensor) -> O.OpF
     return lambda x, idx: op(x, level(idx) * 1.8 / 10 + 0.1)
 
 
-def _check_int_option(policy: str, name: str, value, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{policy} option {name} must be an int >= {minimum}, got {value!r}")
+#: the largest count an augmentation option takes (ops per image, bins, mixing chains): 100,000 ops per image would
+#: run for hours per batch
+MAX_AUGMENT_COUNT = 64
+
+
+def _check_int_option(policy: str, name: str, value, minimum: int, maximum: int = MAX_AUGMENT_COUNT) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise ConfigError(f"{policy} option {name} must be an int in [{minimum}, {maximum}], got {value!r}")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -976,6 +982,8 @@ def _parse_options(text: str, spec: str) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip().isidentifier():
             raise ConfigError(f"view spec {spec!r}: expected option=value, got {item!r}")
+        if key.strip() in options:
+            raise ConfigError(f"view spec {spec!r}: the option {key.strip()!r} is given twice; give it once")
         try:
             options[key.strip()] = load_yaml(raw.strip())
         except yaml.YAMLError:

@@ -281,8 +281,7 @@ def train_cmd(
         flags = {"method": method, "data.spec": data, "data.labels": labels, "data.noise": noise, "data.ood": ood,
                  "model.name": model, "optim.epochs": epochs, "seed": seed, "device": device, "threads": threads,
                  "out_dir": str(out) if out else None}
-        sets = [f"{k}={v}" for k, v in flags.items() if v is not None]
-        cfg = _load_config_for_data(config, sets + list(overrides))
+        cfg = _load_config_for_data(config, _flag_sets(flags, list(overrides)))
         if print_config:
             _print_config(cfg)
             return
@@ -292,6 +291,31 @@ def train_cmd(
         result = Trainer(cfg).run()
     if os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 says it, once
         _print_summary(result.summary, result.out_dir)
+
+
+#: the flag that sets a config key, for messages
+_FLAG_OF = {"data.spec": "--data", "data.labels": "--labels", "data.noise": "--noise", "data.ood": "--ood",
+            "model.name": "--model", "optim.epochs": "--epochs", "out_dir": "--out"}
+
+
+def _flag_sets(flags: dict, overrides: list[str]) -> list[str]:
+    """``key=value`` overrides from the flags given (None: not given), then ``--set``'s; a ``--set`` of a key that a
+    flag also sets, to another value, is refused (one would silently win)."""
+    from .config import load_yaml
+
+    given = {k: v for k, v in flags.items() if v is not None}
+    for item in overrides:
+        key, _, raw = item.partition("=")
+        key = key.strip()
+        if key in given:
+            try:
+                same = load_yaml(raw) == load_yaml(str(given[key]))
+            except Exception:  # noqa: BLE001 - an unreadable value is the config's own error to report
+                same = False
+            if not same:
+                flag = _FLAG_OF.get(key, "--" + key.rsplit(".", 1)[-1].replace("_", "-"))
+                raise typer.BadParameter(f"--set {item} contradicts {flag} {given[key]}: give one of them")
+    return [f"{k}={v}" for k, v in given.items()] + list(overrides)
 
 
 def _load_config_for_data(config: Optional[Path], overrides: list[str]):
@@ -348,7 +372,27 @@ def _launch_processes(devices: int, cfg, train_args: list[str]) -> None:
     try:
         run(parse_args(["--standalone", f"--nproc_per_node={devices}", "-m", "noisykd", "train", *train_args]))
     except ChildFailedError as e:
-        raise DistributedError(f"{len(e.failures)} of {devices} processes failed; their messages are above") from None
+        raise DistributedError(f"{len(e.failures)} of {devices} processes failed ({_exits(e.failures)}); the messages "
+                               "of those that could still write are above") from None
+
+
+def _exits(failures: dict) -> str:
+    """``rank 0 killed by SIGSEGV, rank 1 exit code 2`` from torch elastic's failures (rank -> ProcessFailure):
+    a process killed by a signal prints nothing, so its signal is the only message it leaves."""
+    import signal
+
+    said = []
+    for rank, failure in sorted(failures.items()):
+        code = getattr(failure, "exitcode", None)
+        if isinstance(code, int) and code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            said.append(f"rank {rank} killed by {name}")
+        else:
+            said.append(f"rank {rank} exit code {code}")
+    return ", ".join(said)
 
 
 def _print_config(cfg) -> None:
@@ -477,8 +521,7 @@ def detect_cmd(
     if cv == 1 or cv < 0:  # before anything trains
         raise typer.BadParameter("--cv takes 2 or more folds (or 0: none)")
     state = RunFolder(run).state()
-    sets = [f"{k}={v}" for k, v in {"optim.epochs": epochs, "seed": seed, "device": device,
-                                    "threads": threads}.items() if v is not None] + list(overrides)
+    sets = _flag_sets({"optim.epochs": epochs, "seed": seed, "device": device, "threads": threads}, list(overrides))
     if state != "finished":
         _train_for_detect(run, state, method, data, noise, labels, sets)
     folds = cv
@@ -606,8 +649,7 @@ def train_clean_cmd(
                         rest=rest).validate()
     flags = {"method": method, "data.spec": data, "data.labels": labels, "data.noise": noise, "model.name": model,
              "optim.epochs": epochs, "seed": seed, "device": device, "threads": threads}
-    sets = [f"{k}={v}" for k, v in flags.items() if v is not None]
-    cfg = _load_config_for_data(config, sets + list(overrides))
+    cfg = _load_config_for_data(config, _flag_sets(flags, list(overrides)))
     _check_writable(out)
     result = train_clean(cfg, out, folds=folds, detector=detector, rule=rule, progress=None,
                          on_stage=lambda stage, what: err_console.print(f"[{stage}] {what}", highlight=False,
@@ -627,8 +669,8 @@ def _train_for_detect(run: Path, state: str, method, data, noise, labels, overri
     from .engine import Trainer
     from .engine.checkpoint import find_resume_checkpoint, load_checkpoint
 
-    given = {"method": method, "data.spec": data, "data.noise": noise, "data.labels": labels}
-    sets = [f"{k}={v}" for k, v in given.items() if v is not None] + list(overrides)
+    sets = _flag_sets({"method": method, "data.spec": data, "data.noise": noise, "data.labels": labels},
+                      list(overrides))
     if state == "resumable":  # its own config, changed only where asked (and then refused, naming the keys)
         console.print(f"{run} holds an unfinished run: continuing it first")
         saved = load_checkpoint(find_resume_checkpoint(run))["config"]
@@ -776,7 +818,7 @@ def compare_cmd(
     _check_writable(out)
     flags = {"data.spec": data, "data.labels": labels, "data.noise": noise, "data.ood": ood, "model.name": model,
              "optim.epochs": epochs, "threads": threads}
-    sets = [f"{k}={v}" for k, v in flags.items() if v is not None] + list(overrides)
+    sets = _flag_sets(flags, list(overrides))
     specs = [spec for value in methods for spec in split_method_specs(value)]
     base = config if config is not None else (None if data is not None else "digits/sym40")
     settings = compare_settings(specs, base=base, overrides=sets, device=device)

@@ -83,6 +83,19 @@ class DataConfig:
             _check_seed(f"data.{name}", getattr(self, name))
         if self.labels and self.noise not in ("none", "") and not self.noise_file:
             raise ConfigError("data.labels and data.noise are both set: use a label set or synthetic noise, not both")
+        noise_kind, sep, rate_text = self.noise.strip().lower().partition(":")
+        if sep and noise_kind != "openset":  # sym:R, asym:R, pairflip:R, ...: the rate, checked before any data loads
+            from .noise.labels import check_rate, rate_from_text
+
+            try:
+                rate = rate_from_text(rate_text)
+            except ValueError:
+                raise ConfigError(f"data.noise={self.noise!r}: the rate {rate_text!r} is not a number written with "
+                                  "ASCII digits (e.g. sym:0.4)") from None
+            try:
+                check_rate(rate)
+            except ValueError as e:  # a DataError: out of [0, 1]
+                raise ConfigError(f"data.noise={self.noise!r}: {e}") from None
         kind = self.spec.partition(":")[0]
         if self.noise.strip().lower().startswith("asym") and kind not in ASYMMETRIC_DATA:
             raise ConfigError(f"data.noise={self.noise!r}: the asymmetric maps are defined for CIFAR-10 and CIFAR-100 "
@@ -122,6 +135,9 @@ class DataConfig:
             if rho2 > 0 and not self.ood:
                 raise ConfigError(f"data.noise={self.noise!r} swaps images for out-of-distribution ones: name the "
                                   "pool with --ood SPEC (data.ood), e.g. fashion-mnist:ROOT, folder:ROOT, npz:FILE")
+            if self.ood and _same_source(self.ood, self.spec):
+                raise ConfigError(f"data.ood={self.ood!r} is the training data itself: its images are not out of "
+                                  "distribution; name another data set as the pool")
         elif self.ood or self.ood_exclude:
             option = "data.ood" if self.ood else "data.ood_exclude"
             raise ConfigError(f"{option} is only used by universal noise (data.noise={OPENSET_SPEC}), but "
@@ -226,7 +242,10 @@ class AugmentConfig:
             raise ConfigError(f"augment.cutout must be >= 0, got {self.cutout}")
         for where, spec in [("augment.policy", self.policy), *((f"augment.views.{k}", v) for k, v in self.views.items())]:
             try:
-                augment.parse_view_spec(spec)
+                parsed = augment.parse_view_spec(spec)
+                # built once on a stand-in image, so that option values (not only names) are checked up front
+                augment.get_policy(parsed.policy, mean=(0.5,) * 3, std=(0.5,) * 3, image_size=(32, 32),
+                                   **parsed.options)
             except ConfigError as e:
                 raise ConfigError(f"{where}: {e}") from None
 
@@ -381,7 +400,7 @@ class RunConfig:
         _check_choice("amp", self.amp, ("none", "bf16", "fp16"))
         _check_choice("data_on_device", self.data_on_device, ("auto", "yes", "no"))
         if not (self.device in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:[0-9]{1,3}", self.device)):
-            raise ConfigError(f"device must be auto, cpu, cuda, cuda:N (N a device number) or mps, got "
+            raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps (N a device number), got "
                               f"{self.device!r}")
         if self.eval_every < 1:
             raise ConfigError(f"eval_every must be >= 1, got {self.eval_every}")
@@ -409,6 +428,17 @@ ASYMMETRIC_DATA = ("cifar10", "cifar100")
 #: the largest seed every consumer takes: scikit-learn's random_state (the detectors' mixtures) and numpy's legacy
 #: seeds stop at 2**32 - 1 (torch's generators take more); one range for every seed, checked before any work
 MAX_SEED = 2**32 - 1
+
+
+def _same_source(a: str, b: str) -> bool:
+    """Whether two data specs name the same source: the same kind and the same path (resolved)."""
+    kind_a, _, rest_a = a.strip().partition(":")
+    kind_b, _, rest_b = b.strip().partition(":")
+    if kind_a != kind_b:
+        return False
+    if not rest_a or not rest_b:
+        return rest_a == rest_b
+    return os.path.realpath(os.path.expanduser(rest_a)) == os.path.realpath(os.path.expanduser(rest_b))
 
 
 def _check_seed(name: str, value: int) -> None:
@@ -522,6 +552,13 @@ class _ConfigLoader(yaml.SafeLoader):
 _ConfigLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
     list("-+0123456789"))
+# booleans as YAML 1.2 writes them: true / false only; YAML 1.1's yes, no, on, off stay strings (a class called
+# "no" or a value "off" is never silently a boolean)
+_ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in _ConfigLoader.yaml_implicit_resolvers.items()}
+_ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                    list("tTfF"))
 
 
 def load_yaml(text: str) -> Any:

@@ -115,3 +115,40 @@ def validate_labels(labels: np.ndarray, num_classes: int, *, source: str, expect
         if lo < 0 or hi >= num_classes:
             raise DataError(f"{source}: labels must lie in [0, {num_classes - 1}], found values in [{lo}, {hi}]")
     return labels.astype(np.int64, copy=False)
+
+
+#: Without named classes, more classes than this (0..max label) is taken for a labelling mistake.
+MAX_IMPLICIT_CLASSES = 100_000
+
+
+def implicit_class_count(labels: np.ndarray, *, source: str, fix: str) -> int:
+    """The class count 0..max label of integer ``labels`` given without class names; a DataError (naming
+    ``source`` and how to ``fix`` it) when that would make mostly empty classes (labels 0 and 5,000,000: a
+    5,000,001-class network)."""
+    top = int(labels.max())
+    distinct = len(np.unique(labels))
+    if top + 1 > MAX_IMPLICIT_CLASSES or top + 1 > 10 * distinct:
+        raise DataError(f"{source}: labels go up to {top} but only {distinct} distinct values occur; without class "
+                        f"names the classes are 0..max label: relabel to 0..{distinct - 1}, or {fix}")
+    return top + 1
+
+
+def check_class_names(names: tuple[str, ...], *, source: str) -> tuple[str, ...]:
+    """``names`` if every class name is non-empty and distinct, else a DataError naming the first problem."""
+    seen: dict[str, int] = {}
+    for k, name in enumerate(names):
+        if not name.strip():
+            raise DataError(f"{source}: class {k} has an empty name; every class needs one")
+        if name in seen:
+            raise DataError(f"{source}: classes {seen[name]} and {k} are both named {name!r}; names must differ")
+        seen[name] = k
+    return names
+
+
+def check_test_classes_seen(train: np.ndarray, test: np.ndarray, classes: tuple[str, ...], *, source: str) -> None:
+    """A DataError when test labels hold a class no training sample has: the network could never predict it."""
+    unseen = sorted(set(np.unique(test).tolist()) - set(np.unique(train).tolist()))
+    if unseen:
+        shown = ", ".join(repr(classes[k]) for k in unseen[:5])
+        raise DataError(f"{source}: the test labels hold {len(unseen)} class(es) no training sample has ({shown}); a "
+                        "network cannot learn a class it never sees: drop those test images or add training ones")

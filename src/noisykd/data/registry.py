@@ -68,6 +68,11 @@ def load_dataset(spec: str, **options) -> ImageDataset:
     """
     loader, args = _split_spec(spec, DATA_SOURCES)
     accepted = inspect.signature(loader).parameters
+    positional = [p for p in accepted.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if args and not positional:
+        kind = spec.partition(":")[0]
+        usage = DATA_SOURCES.meta(kind)["usage"]
+        raise DataError(f"{spec}: {kind} takes nothing after its name (its form: {usage})")
     unknown = [k for k in options if k not in accepted]
     if unknown:
         raise DataError(f"{spec}: this data source takes no option {', '.join(unknown)}")

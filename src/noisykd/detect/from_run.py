@@ -215,12 +215,17 @@ def read_verified(path: str | Path, index: np.ndarray, paths: np.ndarray | None,
                 else {os.path.realpath(str(x)): p for p, x in enumerate(paths)})
     by_name = {name: c for c, name in enumerate(classes)}
     out = np.full(len(index), -1, dtype=np.int64)
+    first_line: dict[int, int] = {}
     for line, row in rows:
         ident, label = (row.get(key) or "").strip(), (row.get("label") or "").strip()
         try:
             where = position[int(ident)] if key == "index" else position[os.path.realpath(ident)]
         except (KeyError, ValueError):
             raise DataError(f"{path}, line {line}: {key} {ident!r} is not a training sample of this run") from None
+        if where in first_line:  # two verdicts on one sample: which one is true is the user's call, not ours
+            raise DataError(f"{path}, line {line}: {key} {ident!r} is verified a second time (first on line "
+                            f"{first_line[where]}); keep one line per sample")
+        first_line[where] = line
         if label in by_name:
             out[where] = by_name[label]
         elif label.isdigit() and int(label) < len(classes):

@@ -149,8 +149,9 @@ class BKDArgs:
                               f"deadline), got {fallback}")
         if len(self.alphas) != 4 or not all(0 <= a <= 1 for a in self.alphas) or list(self.alphas) != sorted(self.alphas):
             raise ConfigError(f"method_args.alphas must be 4 increasing values in [0, 1], got {list(self.alphas)}")
-        if not 0 < self.otsu_step <= 0.5:
-            raise ConfigError(f"method_args.otsu_step must lie in (0, 0.5], got {self.otsu_step}")
+        if not 1e-5 <= self.otsu_step <= 0.5:  # the grid has 1/step points: below 1e-5 it would not fit in memory
+            raise ConfigError(f"method_args.otsu_step must lie in [1e-05, 0.5] (the paper's grid: 0.001), got "
+                              f"{self.otsu_step}")
 
 
 @register_method("bkd")

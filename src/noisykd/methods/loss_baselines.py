@@ -83,6 +83,14 @@ class GJSBaseline(LossBaseline):
 
     loss: ClassVar[str] = "gjs"
 
+    @classmethod
+    def parse_args(cls, raw: Mapping[str, Any], epochs: int) -> dict[str, Any]:
+        pis = raw.get("pis")
+        if isinstance(pis, (list, tuple)) and len(pis) != 3:  # the label and the two views
+            raise ConfigError(f"method_args.pis: gjs takes pi1 (the label's weight) or three weights (label, view "
+                              f"1, view 2), got {len(pis)}: {list(pis)}")
+        return super().parse_args(raw, epochs)
+
     def views(self):
         return {"train": View(count=2)}
 

@@ -16,6 +16,9 @@ from ..errors import ConfigError, DataError
 from .preact_resnet import scaled_widths
 from .registry import ClassifierNet, image_hw_of, init_weights, register_model
 
+#: the widest hidden layer an MLP takes (a typo of 100000000 would allocate gigabytes)
+MAX_HIDDEN = 65_536
+
 __all__ = ["ConvBNReLU", "SmallCNN", "MLP", "small_cnn", "mlp"]
 
 
@@ -89,6 +92,9 @@ class MLP(ClassifierNet):
         width = in_channels * h * w
         layers: list[nn.Module] = []
         for size in hidden_sizes:
+            if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_HIDDEN:
+                raise ConfigError(f"model.kwargs.hidden_sizes: each layer's width must be an integer in [1, "
+                                  f"{MAX_HIDDEN:,}], got {list(hidden_sizes)}")
             layers.append(nn.Linear(width, size, bias=not batch_norm))
             if batch_norm:
                 layers.append(nn.BatchNorm1d(size))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
 import zipfile
 import zlib
@@ -255,6 +256,14 @@ class NoisyLabels:
 
 
 # ---- helpers shared by the generators -------------------------------------------------------------------
+
+def rate_from_text(text: str) -> float:
+    """A rate written in a spec (``"0.4"``, ``"4e-1"``) as a float; ValueError for anything but ASCII digits,
+    sign, point and exponent (Python's float() would also take "٠.٤" or " 0.4 ")."""
+    if not re.fullmatch(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", text):
+        raise ValueError(text)
+    return float(text)
+
 
 def check_rate(rate: float, name: str = "rate") -> float:
     """``rate`` as a float in [0, 1]; DataError naming the argument otherwise."""

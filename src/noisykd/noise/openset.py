@@ -15,7 +15,7 @@ from PIL import Image
 
 from ..data.base import ImageSplit, validate_labels
 from ..errors import DataError
-from .labels import NoisyLabels, _as_int64, check_rate, check_seed
+from .labels import NoisyLabels, _as_int64, check_rate, check_seed, rate_from_text
 
 
 #: the noise spec of universal noise on the command line and in configs
@@ -33,7 +33,7 @@ def parse_openset_spec(spec: str) -> tuple[float, float]:
     rates = []
     for name, text in zip(("RHO1", "RHO2"), parts):
         try:
-            rates.append(check_rate(float(text), name))
+            rates.append(check_rate(rate_from_text(text), name))
         except ValueError as exc:  # not a number, or out of [0, 1] (DataError is a ValueError)
             detail = exc if isinstance(exc, DataError) else f"{name} {text!r} is not a number"
             raise DataError(f"noise spec {spec!r}: {detail}") from None

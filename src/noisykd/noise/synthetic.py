@@ -27,7 +27,7 @@ from scipy import stats
 from ..data.registry import LabelSet
 from ..errors import DataError
 from ..registry import Registry
-from .labels import NoisyLabels, _as_int64, check_clean_labels, check_rate, check_seed
+from .labels import NoisyLabels, _as_int64, check_clean_labels, check_rate, check_seed, rate_from_text
 
 SYMMETRIC_CONVENTIONS = ("other", "all")
 
@@ -315,7 +315,7 @@ def make_noise(spec: str, clean: np.ndarray, num_classes: int, seed: int, *,
         raise DataError(f"noise spec {spec!r}: the asymmetric maps are defined for CIFAR-10 and CIFAR-100 (by class "
                         f"meaning), not for {dataset!r}; use pairflip:R or sym:R")
     try:
-        rate = check_rate(float(arg))
+        rate = check_rate(rate_from_text(arg))
     except ValueError as exc:  # float() of a non-number, or DataError (a ValueError) for a rate out of range
         detail = exc if isinstance(exc, DataError) else f"the rate {arg!r} is not a number (expected e.g. {kind}:0.4)"
         raise DataError(f"noise spec {spec!r}: {detail}") from None

@@ -16,7 +16,7 @@ import numpy as np
 
 from ...errors import DataError
 from ...safe_pickle import load_pickle
-from ..base import ImageDataset, make_split, validate_labels
+from ..base import ImageDataset, check_class_names, make_split, validate_labels
 from ..normalization import CIFAR10_NORMALIZATION, CIFAR100_NORMALIZATION
 from ..registry import register_dataset
 
@@ -120,7 +120,15 @@ def read_names(path: Path, key: str) -> tuple[str, ...]:
     names = get_key(meta, key, source=str(path))
     if not isinstance(names, (list, tuple)) or not names:
         raise DataError(f"{path}: {key!r} must be a non-empty list of class names, found {type(names).__name__}")
-    return tuple(n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in names)
+    decoded = []
+    for k, name in enumerate(names):
+        if not isinstance(name, (bytes, str)):
+            raise DataError(f"{path}: {key!r} entry {k} is a {type(name).__name__}, not a class name (text)")
+        try:
+            decoded.append(name.decode("utf-8") if isinstance(name, bytes) else name)
+        except UnicodeDecodeError:
+            raise DataError(f"{path}: {key!r} entry {k} is not UTF-8 text: {name[:40]!r}") from None
+    return check_class_names(tuple(decoded), source=f"{path}: {key!r}")
 
 
 def _read_split(folder: Path, files: tuple[str, ...], all_files: tuple[str, ...], what: str,

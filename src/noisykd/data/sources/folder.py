@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import ConfigError, DataError
-from ..base import ImageDataset, make_split
+from ..base import ImageDataset, check_test_classes_seen, implicit_class_count, make_split
 from ..registry import register_dataset
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp"})
@@ -120,6 +120,7 @@ def read_manifest(csv_path: Path) -> tuple[tuple[str, ...], FileList, FileList |
         raise DataError(f"{csv_path}: the manifest lists no images")
     base = csv_path.parent
     entries: list[tuple[str, Path, str]] = []  # (split, path, raw label)
+    first_line: dict[str, int] = {}
     for line, row in rows:
         rel, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
         if not rel or not label:
@@ -130,6 +131,11 @@ def read_manifest(csv_path: Path) -> tuple[tuple[str, ...], FileList, FileList |
         path = base / rel
         if not path.is_file():
             raise DataError(f"{csv_path}, line {line}: image {path} not found")
+        real = os.path.realpath(path)
+        if real in first_line:  # one image twice (perhaps with two labels) would count twice and contradict itself
+            raise DataError(f"{csv_path}, line {line}: image {rel} is listed a second time (first on line "
+                            f"{first_line[real]}); list each image once")
+        first_line[real] = line
         entries.append((SPLIT_NAMES[split_value], path, label))
     classes, label_ids = _manifest_classes(csv_path, [e[2] for e in entries])
     # val (not validation) alone is the test split, as in many data sets' layout; beside test rows, validation
@@ -142,6 +148,8 @@ def read_manifest(csv_path: Path) -> tuple[tuple[str, ...], FileList, FileList |
             splits[split] = FileList([entries[i][1] for i in rows_of_split], label_ids[rows_of_split])
     if "train" not in splits:
         raise DataError(f"{csv_path}: no row has split 'train'")
+    if "test" in splits:
+        check_test_classes_seen(splits["train"].labels, splits["test"].labels, classes, source=str(csv_path))
     return classes, splits["train"], splits.get("test"), splits.get("val")
 
 
@@ -155,7 +163,8 @@ def _manifest_classes(csv_path: Path, labels: list[str]) -> tuple[tuple[str, ...
         return classes, np.asarray([index[v] for v in labels], dtype=np.int64)
     if ids.min() < 0:
         raise DataError(f"{csv_path}: integer labels must be >= 0, found {int(ids.min())}")
-    return tuple(str(i) for i in range(int(ids.max()) + 1)), ids
+    count = implicit_class_count(ids, source=str(csv_path), fix="use class names as labels")
+    return tuple(str(i) for i in range(count)), ids
 
 
 def decode_image(path: Path | str, resize: int | None, data: bytes | None = None) -> np.ndarray:
@@ -165,12 +174,29 @@ def decode_image(path: Path | str, resize: int | None, data: bytes | None = None
 
     try:
         with Image.open(path if data is None else io.BytesIO(data)) as img:
+            if img.mode.startswith("I;16") or img.mode in ("I", "F"):
+                # 16-bit (or 32-bit) grey: PIL's convert("L") clips every value above 255 to white; scale instead
+                img = Image.fromarray(_to_uint8(np.asarray(img), img.mode), "L")
             img = img.convert("L") if img.mode in GREY_MODES else img.convert("RGB")
             if resize is not None and img.size != (resize, resize):
                 img = img.resize((resize, resize), Image.Resampling.BILINEAR)
             return np.asarray(img, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise DataError(f"{path}: cannot read the image: {e}") from None
+
+
+def _to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
+    """Grey values of a 16-bit (``I;16*``), 32-bit integer (``I``) or float (``F``) image as uint8: 16-bit (and
+    integer images within 0..65535) scaled by 255 / 65535, floats within [0, 1] by 255, others by their own range."""
+    values = values.astype(np.float64)
+    if mode.startswith("I;16") or (mode == "I" and values.min() >= 0 and values.max() <= 65535):
+        scaled = values * (255.0 / 65535.0)
+    elif mode == "F" and values.min() >= 0 and values.max() <= 1:
+        scaled = values * 255.0
+    else:
+        low, high = values.min(), values.max()
+        scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
 def decode_all(paths: list[Path] | list[str], resize: int | None,

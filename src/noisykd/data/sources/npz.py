@@ -21,12 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import DataError
-from ..base import ImageDataset, make_split, validate_labels
+from ..base import (ImageDataset, check_class_names, check_test_classes_seen, implicit_class_count, make_split,
+                    validate_labels)
 from ..registry import register_dataset
 
 REQUIRED = ("x_train", "y_train")
-#: Without a 'classes' array, more classes than this (0..max label) is taken for a labelling mistake.
-MAX_IMPLICIT_CLASSES = 100_000
 
 
 def _read_array(archive, key: str, path: Path) -> np.ndarray:
@@ -121,20 +120,17 @@ def load_npz(file: str = "") -> ImageDataset:
         x_val, y_val = _read_pair(archive, path, "val", shape_train)
         classes = _read_classes(archive, path)
     if classes is None:
-        top = max(int(y.max()) for y in (y_train, y_test, y_val) if y is not None and y.size)
-        distinct = len(np.unique(np.concatenate([y for y in (y_train, y_test, y_val) if y is not None])))
-        if top + 1 > MAX_IMPLICIT_CLASSES or top + 1 > 10 * distinct:
-            # labels 0..top would make top + 1 classes, most of them empty (a 10-million-class network)
-            raise DataError(f"{path}: labels go up to {top} but only {distinct} distinct values occur; without a "
-                            f"'classes' array the classes are 0..max label: relabel to 0..{distinct - 1}, or add a "
-                            "'classes' array naming every class")
-        classes = tuple(str(i) for i in range(top + 1))
+        every = np.concatenate([y for y in (y_train, y_test, y_val) if y is not None and y.size])
+        classes = tuple(str(i) for i in range(implicit_class_count(
+            every, source=str(path), fix="add a 'classes' array naming every class")))
+    check_class_names(classes, source=f"{path}: array 'classes'")
     k = len(classes)
     y_train = validate_labels(y_train, k, source=f"{path}: array 'y_train'")
     train = make_split(x_train, y_train, k, source=f"{path}: array 'x_train'")
     test = val = None
     if x_test is not None:
         y_test = validate_labels(y_test, k, source=f"{path}: array 'y_test'")
+        check_test_classes_seen(y_train, y_test, classes, source=str(path))
         test = make_split(x_test, y_test, k, source=f"{path}: array 'x_test'")
     if x_val is not None:
         y_val = validate_labels(y_val, k, source=f"{path}: array 'y_val'")

@@ -14,6 +14,7 @@ them to the in-distribution size. ``resize=S`` (Python API) resizes them at deco
 from __future__ import annotations
 
 import tarfile
+import zlib
 from pathlib import Path
 from typing import Callable
 
@@ -43,17 +44,22 @@ def _reader(path: Path) -> tuple[Callable[[str], bytes], str, Callable[[], None]
     if path.is_file():
         try:
             archive = tarfile.open(path)
-        except (tarfile.TarError, OSError) as e:
-            raise DataError(f"{path}: not a readable tar archive: {e}") from None
-        members = {m.name.removeprefix("./"): m for m in archive.getmembers() if m.isfile()}
+            members = {m.name.removeprefix("./"): m for m in archive.getmembers() if m.isfile()}
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as e:  # EOFError: a cut archive (click: "Aborted.")
+            raise DataError(f"{path}: not a readable tar archive (truncated or damaged?): "
+                            f"{type(e).__name__}: {e}") from None
         prefix = ROOT + "/" if f"{ROOT}/words.txt" in members else ""
 
         def read_member(name: str) -> bytes:
             member = members.get(prefix + name)
             if member is None:
                 raise DataError(f"{path}: no member {prefix + name} (expected the official Tiny ImageNet layout)")
-            handle = archive.extractfile(member)
-            return handle.read() if handle is not None else b""
+            try:
+                handle = archive.extractfile(member)
+                return handle.read() if handle is not None else b""
+            except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+                raise DataError(f"{path}: member {member.name} cannot be read (truncated or damaged archive?): "
+                                f"{type(e).__name__}: {e}") from None
         return read_member, str(path), archive.close
     raise DataError(f"{path}: no such folder or archive ({TINYIMAGENET_USAGE})")
 
