@@ -522,3 +522,10 @@ def test_cifar_class_names_duplicated_empty_or_not_text_are_refused(tmp_path, na
     meta.write_bytes(pickle.dumps({b"label_names": names, b"num_vis": 3072}, protocol=2))
     with pytest.raises(DataError, match=message):
         load_dataset(f"cifar10:{tmp_path / 'c10'}")
+
+
+def test_a_training_subset_larger_than_the_data_is_one_line(tmp_path):
+    result = invoke("train", "--config", "digits/sym40", "--set", "model.name=mlp", "--set", "optim.epochs=1",
+                    "--set", "data.train_subset=100000", "--out", tmp_path / "run")
+    one_line_error(result, "data.train_subset=100,000 but digits has 1,257 training images")
+    assert not (tmp_path / "run").exists()

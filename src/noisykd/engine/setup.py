@@ -85,6 +85,9 @@ def prepare_data(cfg: DataConfig, dataset: ImageDataset | None = None) -> Prepar
     train = source_train.with_labels(noisy.labels)
     rows = np.arange(len(train))
     rng = np.random.default_rng(cfg.val_seed)
+    if cfg.train_subset is not None and cfg.train_subset > len(rows):  # a typo or the wrong data: never silent
+        raise DataError(f"data.train_subset={cfg.train_subset:,} but {cfg.spec} has {len(rows):,} training images: "
+                        "lower it, or leave it unset to train on all of them")
     if cfg.train_subset is not None and cfg.train_subset < len(rows):
         rows = stratified_pick(train.labels, cfg.train_subset, rng)
     val = None
