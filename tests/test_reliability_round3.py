@@ -529,3 +529,55 @@ def test_a_training_subset_larger_than_the_data_is_one_line(tmp_path):
                     "--set", "data.train_subset=100000", "--out", tmp_path / "run")
     one_line_error(result, "data.train_subset=100,000 but digits has 1,257 training images")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has an Apple GPU")
+def test_device_mps_without_an_apple_gpu_is_one_line(tmp_path):
+    result = invoke("train", "--config", "digits/sym40", "--set", "model.name=mlp", "--device", "mps",
+                    "--out", tmp_path / "run")
+    one_line_error(result, "has no Apple GPU (MPS)")
+
+
+def test_a_failed_multi_process_run_names_how_each_rank_ended():
+    from types import SimpleNamespace
+
+    from noisykd.cli import _exits
+
+    failures = {1: SimpleNamespace(exitcode=2), 0: SimpleNamespace(exitcode=-11)}
+    assert _exits(failures) == "rank 0 killed by SIGSEGV, rank 1 exit code 2"
+
+
+def test_a_deep_tuple_in_a_cifar_n_archive_is_refused_in_a_subprocess(tmp_path):
+    sys.path.insert(0, str(Path(__file__).parent))
+    try:
+        from forged_pickles import PROTO, STOP, i, u
+    finally:
+        sys.path.remove(str(Path(__file__).parent))
+    import zipfile
+
+    pickle = PROTO + b"}(" + u("clean_label") + i(1) + i(1) + b"\x85" * 1_000_000 + i(1) + b"u" + STOP
+    with zipfile.ZipFile(tmp_path / "CIFAR-10_human.pt", "w") as archive:
+        archive.writestr("archive/data.pkl", pickle)
+        archive.writestr("archive/version", "3\n")
+    proc = subprocess.run([sys.executable, "-m", "noisykd.cli", "data", "labels",
+                           f"cifar10n:{tmp_path / 'CIFAR-10_human.pt'}:worst"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])  # a segfault would be -11
+    assert "nested more than 64 deep" in " ".join(proc.stderr.split()) and "Traceback" not in proc.stderr
+
+
+def test_a_predict_cut_while_writing_leaves_no_file_and_reruns(finished_run, tmp_path, monkeypatch):
+    import noisykd.predict as predict_module
+
+    real = predict_module.np.savez_compressed
+
+    def cut(f, **arrays):
+        f.write(b"PK\x03\x04 half")
+        raise KeyboardInterrupt  # as a Ctrl-C in the middle of the npz
+
+    monkeypatch.setattr(predict_module.np, "savez_compressed", cut)
+    result = runner.invoke(app, ["predict", str(finished_run), "--data", "digits", "--out", str(tmp_path / "p.csv")])
+    assert result.exit_code != 0 and not list(tmp_path.iterdir())  # neither file, no temporary file
+    monkeypatch.setattr(predict_module.np, "savez_compressed", real)
+    assert invoke("predict", finished_run, "--data", "digits", "--out", tmp_path / "p.csv").exit_code == 0
+    assert (tmp_path / "p.npz").stat().st_size > 0

@@ -73,27 +73,37 @@ def check_new_files(paths: Iterable[Path], *, data_roots: Iterable[Path | None] 
             raise OutputError(f"cannot write {path}: {existing} is not a writable folder")
 
 
-def write_new_atomic(path: Path, write: Callable[[BinaryIO], None]) -> Path:
-    """Write ``path`` through ``write(file)`` into a temporary file next to it, then link it into place, which
-    fails rather than replace a file that appeared meanwhile. A kill leaves only the hidden temporary file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+def write_new_files(files: list[tuple[Path, Callable[[BinaryIO], None]]]) -> list[Path]:
+    """Write each ``(path, write)`` through ``write(file)`` into a hidden temporary file next to it; only when every
+    one is complete, link them into place, which fails rather than replace a file that appeared meanwhile. An
+    error or a Ctrl-C while writing leaves none of them (and no temporary file)."""
+    temps: list[tuple[Path, Path]] = []
     try:
-        with open(tmp, "xb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, path)  # atomic, and never replaces
-        except FileExistsError:
-            raise OutputError(f"{path} appeared while it was being written; nothing was replaced") from None
-        except OSError as e:
-            if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
-                raise
-            if path.exists():  # a file system without hard links: check, then rename
-                raise OutputError(f"{path} appeared while it was being written; nothing was replaced") from None
-            os.replace(tmp, path)
+        for path, write in files:
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+            temps.append((tmp, path))
+            with open(tmp, "xb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+        for tmp, path in temps:
+            _link_new(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
-    return path
+        for tmp, _ in temps:
+            tmp.unlink(missing_ok=True)
+    return [path for _, path in temps]
+
+
+def _link_new(tmp: Path, path: Path) -> None:
+    try:
+        os.link(tmp, path)  # atomic, and never replaces
+    except FileExistsError:
+        raise OutputError(f"{path} appeared while it was being written; nothing was replaced") from None
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
+            raise
+        if path.exists():  # a file system without hard links: check, then rename
+            raise OutputError(f"{path} appeared while it was being written; nothing was replaced") from None
+        os.replace(tmp, path)

@@ -24,7 +24,7 @@ from .engine.checkpoint import load_checkpoint, run_checkpoint
 from .engine.setup import PreparedData
 from .errors import CheckpointError, DataError
 from .noise import NoisyLabels
-from .outfiles import write_new_atomic
+from .outfiles import write_new_files
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,8 @@ class Predictions:
 
     def write(self, csv_path: Path, top_k: int = 3) -> Path:
         """``csv_path`` (one row per image: split, index, path, then class and probability of the top k) and the
-        same name with ``.npz`` (``pred_probs`` N x C, ``classes``, ``split``, ``index``, ``path``). Each is
-        written atomically and never replaces a file (:func:`noisykd.outfiles.write_new_atomic`)."""
+        same name with ``.npz`` (``pred_probs`` N x C, ``classes``, ``split``, ``index``, ``path``). Both are
+        written, or neither, and never replace a file (:func:`noisykd.outfiles.write_new_files`)."""
         ids, values = self.top(top_k)
 
         def write_csv(raw) -> None:
@@ -62,10 +62,9 @@ class Predictions:
             f.flush()
             f.detach()  # the caller closes (and syncs) the file
 
-        write_new_atomic(csv_path, write_csv)
-        write_new_atomic(npz_path(csv_path), lambda f: np.savez_compressed(
+        write_new_files([(csv_path, write_csv), (npz_path(csv_path), lambda f: np.savez_compressed(
             f, pred_probs=self.probs, classes=np.asarray(self.classes), split=self.split, index=self.index,
-            path=self.path))
+            path=self.path))])  # both or neither
         return csv_path
 
 

@@ -83,6 +83,12 @@ def resolve_device(name: str) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={name!r} but CUDA is not available on this machine; use device=cpu or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"device={name!r} but this machine has {torch.cuda.device_count()} GPU(s) (cuda:0 .. "
+                          f"cuda:{torch.cuda.device_count() - 1})")
+    if device.type == "mps" and not (torch.backends.mps.is_built() and torch.backends.mps.is_available()):
+        raise ConfigError(f"device={name!r} but this machine (or this torch build) has no Apple GPU (MPS); use "
+                          "device=cpu or auto")
     return device
 
 
