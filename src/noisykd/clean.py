@@ -212,20 +212,13 @@ def _check_out(out_dir: Path, run_dir: Path) -> None:
                           "changes existing files)")
     if out_dir.resolve() == run_dir.resolve():
         raise OutputError(f"{out_dir}: is the run folder; choose a new folder for the cleaned data")
-    from .outfiles import data_root, enclosing_run, is_inside
+    from .outfiles import check_output_place, data_root
 
-    run = enclosing_run(out_dir.parent) or (run_dir if is_inside(out_dir, run_dir) else None)
-    if run is not None:
-        raise OutputError(f"{out_dir} would land inside the run folder {run}, which holds its run's files only; "
-                          "choose a new folder outside it (--out)")
     try:
         spec = load_config(run_dir / "config.yaml").data.spec
     except NoisyKDError:
-        return  # the run's own checks say what is wrong with it
-    root = data_root(spec)
-    if root is not None and is_inside(out_dir, root):
-        raise OutputError(f"{out_dir} would land inside the data folder {root} of the run ({spec}), which would "
-                          "then read it as data; choose a new folder outside it (--out)")
+        spec = None  # the run's own checks say what is wrong with it
+    check_output_place(out_dir, data_roots=[data_root(spec)])
 
 
 def _given_labels(run_dir: Path, count: int) -> np.ndarray:

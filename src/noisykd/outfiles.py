@@ -25,12 +25,14 @@ def is_inside(path: Path, root: Path) -> bool:
 
 
 def enclosing_run(path: Path) -> Path | None:
-    """The run folder ``path`` lies in (itself or an ancestor holding a run's marker or checkpoints), or None."""
-    from .engine.runfolder import FINISHED, OWNER
+    """The run folder ``path`` lies in (itself or an ancestor that a run claimed, finished or checkpointed), or
+    None."""
+    from .engine.checkpoint import has_checkpoint
+    from .engine.runfolder import RunFolder
 
     for folder in [path, *path.parents]:
-        if folder.is_dir() and ((folder / OWNER).is_file() or (folder / FINISHED).is_file()
-                                or ((folder / "checkpoints").is_dir() and (folder / "config.yaml").is_file())):
+        run = RunFolder(folder)
+        if folder.is_dir() and (run.claimed or run.finished or has_checkpoint(folder)):
             return folder
     return None
 
@@ -50,22 +52,28 @@ def data_root(spec: str | None) -> Path | None:
     return path if path.is_dir() else path.parent
 
 
+def check_output_place(path: Path, *, data_roots: Iterable[Path | None] = (), option: str = "--out") -> None:
+    """Refuse, before any work, an output (file or folder) ``path`` inside a run folder or a data tree: one line
+    naming it and what to do."""
+    run = enclosing_run(path.parent)
+    if run is not None:
+        raise OutputError(f"{path} would land inside the run folder {run}, which holds its run's files only; "
+                          f"choose a place outside it ({option})")
+    for root in (r for r in data_roots if r is not None):
+        if is_inside(path, root):
+            raise OutputError(f"{path} would land inside the data folder {root}, which would then read it as "
+                              f"data; choose a place outside it ({option})")
+
+
 def check_new_files(paths: Iterable[Path], *, data_roots: Iterable[Path | None] = (), option: str = "--out") -> None:
-    """Refuse, before any work, a file that exists, lies inside a run folder or a data tree, or whose folder
-    cannot be written: one line naming it and what to do."""
-    roots = [r for r in data_roots if r is not None]
+    """Refuse, before any work, a file that exists, lies inside a run folder or a data tree
+    (:func:`check_output_place`), or whose folder cannot be written: one line naming it and what to do."""
+    roots = list(data_roots)
     for path in paths:
         path = Path(path)
         if path.exists() or path.is_symlink():
             raise OutputError(f"{path} exists; choose another {option} (noisykd never replaces a file)")
-        run = enclosing_run(path.parent)
-        if run is not None:
-            raise OutputError(f"{path} would land inside the run folder {run}, which holds its run's files only; "
-                              f"choose a place outside it ({option})")
-        for root in roots:
-            if is_inside(path, root):
-                raise OutputError(f"{path} would land inside the data folder {root}, which would then read it as "
-                                  f"data; choose a place outside it ({option})")
+        check_output_place(path, data_roots=roots, option=option)
         existing = path.parent
         while not existing.exists():
             existing = existing.parent

@@ -29,6 +29,7 @@ itself:
 from __future__ import annotations
 
 import codecs
+import functools
 import math
 import re
 import struct
@@ -61,10 +62,11 @@ _TYPE_STRING = re.compile(r"[<>|=]?[A-Za-z?][0-9]{0,9}")
 class _Token:
     """An allowed global, resolved to an inert name; only this module's handler for it can use it."""
 
-    __slots__ = ("name",)
+    __slots__ = ("key", "name")
 
-    def __init__(self, name: str):
-        self.name = name
+    def __init__(self, key: tuple[str, str]):
+        self.key = key
+        self.name = ".".join(key)
 
     def __repr__(self) -> str:
         return f"<global {self.name}>"
@@ -277,7 +279,7 @@ class _Interpreter:
         return chunk
 
     def line(self) -> bytes:
-        end = self.data.obj.find(b"\n", self.pos) if isinstance(self.data.obj, bytes) else -1
+        end = self.data.obj.find(b"\n", self.pos)  # the memoryview's bytes
         if end < 0 or end - self.pos > 4096:
             raise _unreadable(f"a text argument at offset {self.pos} without its end of line")
         chunk = self.data[self.pos:end].tobytes()
@@ -353,7 +355,7 @@ class _Interpreter:
         if key not in self.globals:
             raise _Refused(f"the pickle asks for the global {module}.{name}, which is not a numpy array or plain "
                            "container")
-        self.stack.append(_Token(f"{module}.{name}"))
+        self.stack.append(_Token(key))
 
     def call(self, func: Any, args: Any) -> Any:
         if not isinstance(func, _Token):
@@ -362,7 +364,7 @@ class _Interpreter:
             raise _unreadable("REDUCE with arguments that are not a tuple")
         if self.opaque:  # torch builds these itself afterwards; an ordered dict is filled by SETITEMS
             return self.new_container({}, ()) if func.name == "collections.OrderedDict" else _OPAQUE
-        handler = self.globals[tuple(func.name.rsplit(".", 1))]
+        handler = self.globals[func.key]
         if handler is None:
             raise _Refused(f"the pickle calls {func.name}, which is never called")
         try:
@@ -639,23 +641,35 @@ def _finish(root: Any) -> Any:
 # ------------------------------------------------------------------------------------------------------------
 # the public functions
 
+def _interpret(data: bytes, *, source: str, what: str, encoding: str, globals_: dict, opaque: bool) -> Any:
+    """Run the interpreter over ``data``; its refusals become :class:`UnsafePickleError` (unsafe) or
+    :class:`DataError` (unreadable), naming ``source`` and ``what`` it was read as ("data file", "checkpoint")."""
+    kind = "pickle" if what == "data file" else f"{what} pickle"
+    try:
+        return _Interpreter(bytes(data), encoding=encoding, globals_=globals_, opaque=opaque).run()
+    except _Refused as e:
+        if e.unsafe:
+            raise UnsafePickleError(f"{source}: refused to load: {e}. The file is not a genuine {what} or was "
+                                    "tampered with; nothing in it was run") from None
+        raise DataError(f"{source}: not a readable {kind} (truncated or corrupt?): {e}") from None
+    except (ValueError, OverflowError, struct.error, UnicodeError, MemoryError, IndexError) as e:
+        raise DataError(f"{source}: not a readable {kind} (truncated or corrupt?): {type(e).__name__}: "
+                        f"{str(e)[:200]}") from None
+
+
 def loads(data: bytes, *, source: str, encoding: str = "ASCII") -> Any:
     """Unpickle ``data`` (see the module docstring); ``source`` names it in errors.
 
     Raises :class:`UnsafePickleError` for anything outside what data files hold (nothing in it is executed or
     read as memory) and :class:`DataError` for a truncated or malformed pickle.
     """
+    result = _interpret(data, source=source, what="data file", encoding=encoding, globals_=_DATA_GLOBALS,
+                        opaque=False)
     try:
-        result = _Interpreter(bytes(data), encoding=encoding, globals_=_DATA_GLOBALS, opaque=False).run()
         return _finish(result)
     except _Refused as e:
-        if e.unsafe:
-            raise UnsafePickleError(f"{source}: refused to load: {e}. The file is not a genuine data file or was "
-                                    "tampered with; nothing in it was run") from None
-        raise DataError(f"{source}: not a readable pickle (truncated or corrupt?): {e}") from None
-    except (ValueError, OverflowError, struct.error, UnicodeError, MemoryError, IndexError) as e:
-        raise DataError(f"{source}: not a readable pickle (truncated or corrupt?): {type(e).__name__}: "
-                        f"{str(e)[:200]}") from None
+        raise UnsafePickleError(f"{source}: refused to load: {e}. The file is not a genuine data file or was "
+                                "tampered with; nothing in it was run") from None
 
 
 def load_pickle(path: str | Path, *, encoding: str = "ASCII") -> Any:
@@ -699,6 +713,7 @@ def load_torch_zip_pickle(path: str | Path) -> Any:
     return loads(data, source=f"{path}:{members[0]}", encoding="latin1")
 
 
+@functools.lru_cache(maxsize=1)
 def _checkpoint_globals() -> dict[tuple[str, str], Any]:
     """The torch names a noisykd checkpoint's pickle holds (tensors, storages, dtypes, ordered dicts): inert
     tokens here; torch's own weights-only unpickler builds them afterwards."""
@@ -718,12 +733,4 @@ def check_checkpoint_pickle(data: bytes, *, source: str) -> None:
     """Check a checkpoint's ``data.pkl`` before ``torch.load`` reads it: only the opcodes and torch names a
     checkpoint holds, nesting at most :data:`MAX_DEPTH` deep, dict keys that hash without recursion, lengths
     within the file. Raises :class:`UnsafePickleError` or :class:`DataError` naming ``source``."""
-    try:
-        _Interpreter(bytes(data), encoding="utf-8", globals_=_checkpoint_globals(), opaque=True).run()
-    except _Refused as e:
-        if e.unsafe:
-            raise UnsafePickleError(f"{source}: refused to load: {e}; nothing in it was run") from None
-        raise DataError(f"{source}: not a readable checkpoint pickle (truncated or corrupt?): {e}") from None
-    except (ValueError, OverflowError, struct.error, UnicodeError, MemoryError, IndexError) as e:
-        raise DataError(f"{source}: not a readable checkpoint pickle (truncated or corrupt?): {type(e).__name__}: "
-                        f"{str(e)[:200]}") from None
+    _interpret(data, source=source, what="checkpoint", encoding="utf-8", globals_=_checkpoint_globals(), opaque=True)

@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 from ..errors import DataError
+from .report import write_json
 
 INPUTS = "inputs.json"
 #: folders of more files than this are not fingerprinted file by file (the data's own list is, when it has one)
@@ -63,9 +64,7 @@ def record_inputs(run_dir: Path, meta: dict) -> None:
     record = {"config.yaml": file_digest(run_dir / "config.yaml"),
               "noisy_labels.npz": file_digest(run_dir / "noisy_labels.npz"),
               "data": data_fingerprint(meta)}
-    tmp = run_dir / (INPUTS + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, run_dir / INPUTS)
+    write_json(record, run_dir / INPUTS)
 
 
 def verify_inputs(run_dir: str | Path, meta: dict | None = None, spec: str = "") -> None:
