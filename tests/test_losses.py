@@ -6,6 +6,8 @@ written out with math.exp; comparisons in float64.
 
 from __future__ import annotations
 
+import copy
+
 import math
 
 import pytest
@@ -508,7 +510,12 @@ def test_loss_baseline_names_resolve():
 # --------------------------------------------------------------------------------------------------------------
 # JS and GJS as methods (NRD Table 2's baselines)
 
-def test_gjs_method_sees_two_different_views_and_minimises_gjs_over_them(tmp_path, monkeypatch):
+@pytest.mark.parametrize("args, one_batch, policy", [
+    ({}, False, "randaugment_gjs"),  # GJS's scripts: one pass per view, GJS's RandAugment + Cutout views
+    ({"one_batch": True, "randaugment": "run"}, True, "weak"),  # both views in one 2B batch, the run's policy
+])
+def test_gjs_method_sees_two_different_views_and_minimises_gjs_over_them(tmp_path, monkeypatch, args, one_batch,
+                                                                         policy):
     from noisykd.config import load_config
     from noisykd.engine import Trainer
     from noisykd.methods.loss_baselines import GJSBaseline
@@ -518,28 +525,51 @@ def test_gjs_method_sees_two_different_views_and_minimises_gjs_over_them(tmp_pat
 
     def recording(self, batch):
         views = batch.views["train"]
-        expected = gjs_loss(list(self.net(torch.cat(views)).chunk(2)), batch.labels, pis=0.5)  # the default pi1
+        net = copy.deepcopy(self.net.module)  # same weights, train mode: BatchNorm uses batch statistics
+        with torch.no_grad():
+            separate = gjs_loss([net(views[0]), net(views[1])], batch.labels, pis=0.5)  # the default pi1
+            together = gjs_loss(list(net(torch.cat(views)).chunk(2)), batch.labels, pis=0.5)
+        expected, other = (together, separate) if one_batch else (separate, together)
         out = original(self, batch)
-        seen.append((views, expected.item(), out.loss.item(), out.logits.shape))
+        seen.append((views, expected.item(), other.item(), out.loss.item(), out.logits.shape))
         return out
 
     monkeypatch.setattr(GJSBaseline, "training_step", recording)
     cfg = load_config("digits/sym40", updates={
-        "method": "gjs", "out_dir": str(tmp_path / "gjs"), "augment": {"policy": "weak"},
+        "method": "gjs", "method_args": args, "out_dir": str(tmp_path / "gjs"), "augment": {"policy": "weak"},
         "data": {"train_subset": 200, "val_fraction": 0.0}, "optim": {"epochs": 1, "batch_size": 64}})
-    result = Trainer(cfg, progress=False).run()
+    trainer = Trainer(cfg, progress=False)
+    result = trainer.run()
+    assert trainer.view_pipelines["train"].policy_name == policy
     assert len(seen) == 4 and math.isfinite(result.history[-1]["train_loss"])  # 64 + 64 + 64 + 8
-    for views, expected, loss, logits_shape in seen:
+    for views, expected, other, loss, logits_shape in seen:
         assert isinstance(views, tuple) and len(views) == 2 and views[0].shape == views[1].shape
-        assert not torch.equal(views[0], views[1])  # two independent draws of the weak policy
+        assert not torch.equal(views[0], views[1])  # two independent draws of the policy
         assert logits_shape == (len(views[0]), 10)
         assert loss == pytest.approx(expected, rel=1e-6)
+    # the other forward (one batch vs one pass per view) gives another loss: BatchNorm sees other statistics
+    assert any(abs(other - loss) > 1e-6 for _, _, other, loss, _ in seen)
+
+
+def test_gjs_method_arguments_are_checked():
+    from noisykd.methods import METHODS
+
+    gjs = METHODS["gjs"]
+    assert gjs.parse_args({}, epochs=1) == {}
+    assert gjs.argument_defaults() == {"pis": 0.5, "randaugment": "gjs", "one_batch": False, "cutout_size": None}
+    with pytest.raises(ConfigError, match="randaugment must be one of gjs, torchvision, run"):
+        gjs.parse_args({"randaugment": "kornia"}, epochs=1)
+    with pytest.raises(ConfigError, match="one_batch must be true or false"):
+        gjs.parse_args({"one_batch": "yes"}, epochs=1)
+    with pytest.raises(ConfigError, match="cutout_size must be an int >= 0"):
+        gjs.parse_args({"cutout_size": -2}, epochs=1)
 
 
 def test_js_method_is_the_js_loss_with_its_preset():
     from noisykd.methods import METHODS
 
     assert METHODS.describe("js").options == {"pi1": 0.5}
-    assert METHODS.describe("gjs").options == {"pis": 0.5}
+    assert METHODS.describe("gjs").options == {"pis": 0.5, "randaugment": "gjs", "one_batch": False,
+                                               "cutout_size": None}
     with pytest.raises(ConfigError, match="pi1"):
         METHODS["js"].parse_args({"pi1": 1.5}, epochs=1)

@@ -122,6 +122,31 @@ def test_batchnorm_and_conv_initialisation():
     assert abs(conv.weight.std().item() / expected_std - 1) < 0.2
 
 
+def test_gjs_net_uses_pytorchs_own_initialisation_and_kaiming_is_an_option():
+    # GJS's models/preact_resnet.py sets no initialisation: the stem conv is exactly what nn.Conv2d draws itself.
+    torch.manual_seed(7)
+    gjs = create_model("preact_resnet34_gjs", 10)
+    torch.manual_seed(7)
+    plain = nn.Conv2d(3, 32, 3, padding=1, bias=False)
+    assert torch.equal(gjs.stem.weight, plain.weight)
+    for m in gjs.modules():  # PyTorch's Kaiming-uniform(a = sqrt(5)): |w| <= 1 / sqrt(fan_in)
+        if isinstance(m, nn.Conv2d):
+            fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
+            assert float(m.weight.abs().max()) <= fan_in ** -0.5 + 1e-7
+    torch.manual_seed(7)
+    kaiming = create_model("preact_resnet34_gjs", 10, init="kaiming")
+    conv = kaiming.stages[1][0].conv1
+    expected_std = (2.0 / (conv.out_channels * 9)) ** 0.5  # Kaiming normal, fan_out
+    assert abs(conv.weight.std().item() / expected_std - 1) < 0.1
+    assert not torch.equal(kaiming.stem.weight, gjs.stem.weight)
+    # DivideMix's PreAct-ResNet-18 keeps Kaiming by default; torch_default is an option there too
+    torch.manual_seed(7)
+    stem18 = create_model("preact_resnet18", 10, init="torch_default").stem.weight  # 64 channels, same bound
+    assert torch.equal(stem18[:32], plain.weight)
+    with pytest.raises(ValueError, match="init must be one of kaiming, torch_default, got 'xavier'"):
+        create_model("preact_resnet34_gjs", 10, init="xavier")
+
+
 def test_unknown_model_and_bad_arguments():
     with pytest.raises(ValueError, match="unknown model 'resnet99'.*preact_resnet18.*small_cnn"):
         create_model("resnet99", 10)

@@ -184,10 +184,17 @@ def test_views_on_cifar_sized_images_are_gjs_student_and_augmix_teacher():
     assert set(views) == {"student", "teacher"} and all(v.count == 1 for v in views.values())
     pipes = build_views({k: (v.policy, v.count) for k, v in views.items()}, [0.5] * 3, [0.25] * 3, 32)
     student, teacher = pipes["student"], pipes["teacher"]
-    assert student.policy_name == "randaugment" and teacher.policy_name == "augmix"
+    # GJS's RandAugment (ildoonet/pytorch-randaugment's table) and AugMix after flip + crop (AugMix's CIFAR order)
+    assert student.policy_name == "randaugment_gjs" and teacher.policy_name == "augmix"
     assert student.policy_kwargs == {"padding": 4, "padding_mode": "constant", "n": 1, "m": 3, "cutout_size": 16}
     assert teacher.policy_kwargs == {"padding": 4, "padding_mode": "constant", "severity": 3, "width": 3,
-                                     "depth": -1, "alpha": 1.0}
+                                     "depth": -1, "alpha": 1.0, "crop_flip": "before"}
+    assert student.policy.values["translate_x_abs"] == 10.0 and teacher.policy.crop_flip_order == "before"
+    # torchvision's table is one argument away
+    tv = NoiseRobustDistillation(method.ctx, parse_method_args("nrd", {"student_randaugment": "torchvision"}, 10))
+    assert tv.views()["student"].policy.startswith("randaugment(n=1, m=3, cutout_size=16")
+    with pytest.raises(ConfigError, match="student_randaugment must be one of gjs, torchvision"):
+        parse_method_args("nrd", {"student_randaugment": "pil"}, 10)
     images = torch.randint(0, 256, (5, 32, 32, 3), dtype=torch.uint8)
     g = torch.Generator().manual_seed(0)
     assert student(images, g).shape == teacher(images, g).shape == (5, 3, 32, 32)
@@ -238,7 +245,7 @@ def test_run_reports_student_teacher_and_metrics(nrd_run):
 
 def test_run_views_have_their_policies_and_shapes(nrd_run):
     pipes = nrd_run.view_pipelines
-    assert pipes["student"].policy_name == "randaugment" and pipes["teacher"].policy_name == "augmix"
+    assert pipes["student"].policy_name == "randaugment_gjs" and pipes["teacher"].policy_name == "augmix"
     assert pipes["student"].policy_kwargs["cutout_size"] == 4 and pipes["student"].policy_kwargs["padding"] == 1
     assert nrd_run.seen_views and all(set(v) == {"student", "teacher"} for v in nrd_run.seen_views)
     for views in nrd_run.seen_views:

@@ -22,7 +22,8 @@ Order inside the ``weak`` policies (as in torchvision / DeVries & Taylor referen
 uint8 image (so zero padding is black, as ``RandomCrop(32, padding=4)`` on a PIL image), then normalise,
 then cutout (so the erased square is 0 after normalisation, i.e. the data set's mean colour).
 
-RandAugment and AugMix (:class:`RandAugment`, :class:`AugMix`; policies ``randaugment`` and ``augmix``) give
+RandAugment (torchvision's table, :class:`RandAugment`, policy ``randaugment``; GJS's, from
+ildoonet/pytorch-randaugment, :class:`GJSRandAugment`, policy ``randaugment_gjs``) and AugMix (:class:`AugMix`) give
 every image its own ops, drawn from the generator, and apply each op to the images that drew it (a loop over
 op types, chain depth and mixture width, never over images); the ops, with PIL's semantics, are in
 :mod:`noisykd.augment_ops`.
@@ -556,12 +557,212 @@ def _randaugment_op(name: str, magnitude: float, signed: bool, sign: torch.Tenso
     return lambda x, idx: getattr(O, name)(x)  # autocontrast, equalize
 
 
+# --------------------------------------------------------------------------------------------------------
+# RandAugment as GJS's code installs it (ildoonet/pytorch-randaugment)
+# --------------------------------------------------------------------------------------------------------
+
+#: ildoonet/pytorch-randaugment's ``augment_list()`` (commit 48b8f50, the EfficientNet list it cites), in its
+#: order: op name -> (min, max) of the value at magnitude M, ``value = M / 30 * (max - min) + min``. 16 ops, no
+#: identity; Invert, SolarizeAdd and CutoutAbs are not in torchvision's list. GJS (Englesson & Azizpour 2021)
+#: installs this package for its RandAugment(N=1, M=3), and NRD uses GJS's code.
+GJS_RANDAUGMENT_RANGES: dict[str, tuple[float, float]] = {
+    "autocontrast": (0.0, 1.0), "equalize": (0.0, 1.0), "invert": (0.0, 1.0),
+    "rotate": (0.0, 30.0),             # degrees, random sign, NEAREST, fill 0 (PIL ``img.rotate(v)``)
+    "posterize": (0.0, 4.0),           # bits kept: max(1, int(v)), so 1 bit for M < 15
+    "solarize": (0.0, 256.0),          # threshold (values >= v inverted)
+    "solarize_add": (0.0, 110.0),      # add v, clip to 0-255, truncate, then solarize at 128
+    "color": (0.1, 1.9), "contrast": (0.1, 1.9), "brightness": (0.1, 1.9), "sharpness": (0.1, 1.9),  # PIL factor, no sign
+    "shear_x": (0.0, 0.3), "shear_y": (0.0, 0.3),  # shear factor, random sign, NEAREST, fill 0
+    "cutout_abs": (0.0, 40.0),         # side in pixels of a square of colour (125, 123, 114)
+    "translate_x_abs": (0.0, 100.0), "translate_y_abs": (0.0, 100.0),  # pixels (not a fraction), random sign
+}
+GJS_RANDAUGMENT_OPS = tuple(GJS_RANDAUGMENT_RANGES)
+#: the ops whose value gets a random sign (``if random.random() > 0.5: v = -v`` in the package)
+GJS_SIGNED_OPS = frozenset({"rotate", "shear_x", "shear_y", "translate_x_abs", "translate_y_abs"})
+#: CutoutAbs's fill colour (RGB); a grey image gets 123, PIL's ``convert("L")`` of it.
+GJS_CUTOUT_FILL = (125, 123, 114)
+_GJS_MAX_M = 30  # the package's magnitude scale: M in [0, 30]
+#: ops whose value is in pixels: the package's values are for GJS's 32-px CIFAR images; other sizes scale them
+#: by min(H, W) / 32 (as NRD's Cutout 16 -> 4 on 8-px digits), so a 10-px shift does not empty an 8-px image
+GJS_PIXEL_OPS = frozenset({"cutout_abs", "translate_x_abs", "translate_y_abs"})
+_GJS_IMAGE_SIDE = 32
+
+
+def gjs_randaugment_values(m: float) -> dict[str, float]:
+    """op name -> the value ildoonet/pytorch-randaugment passes to the op at magnitude ``m`` (0-30), before any
+    sign flip: ``m / 30 * (max - min) + min`` in double precision (:data:`GJS_RANDAUGMENT_RANGES`).
+
+    At M = 3 (GJS / NRD): rotate 3 degrees, posterize int(0.4) -> 1 bit, solarize 25.6, solarize_add 11, enhance
+    factor 0.28, shear 0.03, cutout 4 px, translate 10 px.
+    """
+    return {name: (float(m) / _GJS_MAX_M) * float(hi - lo) + lo for name, (lo, hi) in GJS_RANDAUGMENT_RANGES.items()}
+
+
+@dataclass(frozen=True)
+class GJSRandAugmentDraw:
+    """What GJS's RandAugment draws for B images and ``n`` rounds, on the batch's device.
+
+    ops: n x B int64 indices into :data:`GJS_RANDAUGMENT_OPS`; negative: n x B bool (the sign of a signed op);
+    cutout_x, cutout_y: n x B float64 in (1, W] and (1, H], the CutoutAbs centre (the package's
+    ``np.random.uniform(w)``, i.e. uniform between w and 1). Every image gets every draw, whatever op it drew, so
+    the stream does not depend on the images.
+    """
+
+    ops: torch.Tensor
+    negative: torch.Tensor
+    cutout_x: torch.Tensor
+    cutout_y: torch.Tensor
+
+
+class GJSRandAugment(Policy):
+    """RandAugment as in GJS's code (ildoonet/pytorch-randaugment ``RandAugment(n, m)``), per image, batched; then
+    crop + flip (:class:`CropFlipCutout`), normalise and Cutout, GJS's student pipeline.
+
+    Each image draws ``n`` ops uniformly with replacement from the 16 of :data:`GJS_RANDAUGMENT_OPS`
+    (``random.choices``); op values from :func:`gjs_randaugment_values` (fixed by ``m``; a random sign for
+    :data:`GJS_SIGNED_OPS`). With PIL's semantics (:mod:`noisykd.augment_ops`): geometry NEAREST with fill 0;
+    ``translate_*_abs`` read the input at x + v (PIL ``(1, 0, v, 0, 1, 0)``); CutoutAbs draws PIL's inclusive
+    rectangle from (x0, y0) = (int(max(0, cx - v/2)), int(max(0, cy - v/2))) to min(W, x0 + v) (coordinates
+    truncated, Pillow 13), in :data:`GJS_CUTOUT_FILL`. Much stronger than torchvision's table at small M
+    (:class:`RandAugment`): at M = 3 translate 10 px instead of 1, posterize 1 bit instead of 8, solarize at 25.6
+    instead of 229.5, enhance factor 0.28 instead of 1 +- 0.09. Values in pixels (translate, CutoutAbs) are the
+    package's on 32-px images and scale with min(H, W) / 32 on others (:meth:`pixel_scaled_values`).
+
+    The NRD / GJS student view: ``randaugment_gjs(n=1, m=3, cutout_size=16)``. Draws, in order, for each round:
+    ops (B), signs (B), cutout x (B), cutout y (B); then crop dy, dx, flip; then Cutout cy, cx.
+    """
+
+    def __init__(self, mean, std, n: int = 1, m: float = 3, padding: int = 4, padding_mode: str = "constant",
+                 flip_p: float = 0.5, cutout_size: int = 0):
+        super().__init__(mean, std)
+        _check_int_option("randaugment_gjs", "n", n, 0)
+        if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 <= m <= _GJS_MAX_M:
+            raise ConfigError(f"randaugment_gjs option m must be a number in [0, {_GJS_MAX_M}] (the package's "
+                              f"magnitude scale; its ops assert their ranges beyond it), got {m!r}")
+        self.n, self.m = n, m
+        self.values = gjs_randaugment_values(m)
+        self.weak = CropFlipCutout(mean, std, padding=padding, padding_mode=padding_mode, flip_p=flip_p,
+                                   cutout_size=cutout_size)
+
+    def pixel_scaled_values(self, height: int, width: int) -> dict[str, float]:
+        """The op values on H x W images: the package's on 32-px sides; :data:`GJS_PIXEL_OPS` scaled by
+        min(H, W) / 32 otherwise."""
+        scale = min(height, width) / _GJS_IMAGE_SIDE
+        if scale == 1:
+            return self.values
+        return {name: v * scale if name in GJS_PIXEL_OPS else v for name, v in self.values.items()}
+
+    def draw(self, b: int, generator: torch.Generator, device: torch.device, height: int,
+             width: int) -> GJSRandAugmentDraw:
+        """The ops, signs and cutout centres of B images (see :class:`GJSRandAugmentDraw`)."""
+        ops, negative, cx, cy = [], [], [], []
+        for _ in range(self.n):  # a loop over rounds, not images
+            ops.append(_randint(len(GJS_RANDAUGMENT_OPS), b, generator, device))
+            negative.append(_bernoulli(0.5, b, generator, device))
+            # np.random.uniform(w) = uniform(low=w, high=1.0) = w + (1 - w) * U, U in [0, 1)
+            cx.append(width + (1.0 - width) * _uniform(b, generator, device).double())
+            cy.append(height + (1.0 - height) * _uniform(b, generator, device).double())
+        if not ops:
+            empty = torch.zeros((0, b), dtype=torch.int64, device=device)
+            return GJSRandAugmentDraw(empty, empty.bool(), empty.double(), empty.double())
+        return GJSRandAugmentDraw(torch.stack(ops), torch.stack(negative), torch.stack(cx), torch.stack(cy))
+
+    def apply(self, x: torch.Tensor, draw: GJSRandAugmentDraw) -> torch.Tensor:
+        """The RandAugment ops alone: uint8 B x C x H x W -> uint8 B x C x H x W, image i getting op ops[r, i] in
+        round r = 0 .. n-1 (as drawn by :meth:`draw`)."""
+        values = self.pixel_scaled_values(x.shape[2], x.shape[3])
+        for r in range(draw.ops.shape[0]):
+            fns = [_gjs_randaugment_op(name, values[name], draw.negative[r], draw.cutout_x[r],
+                                       draw.cutout_y[r]) for name in GJS_RANDAUGMENT_OPS]
+            x = O.apply_per_image(x, draw.ops[r], fns)
+        return x
+
+    def __call__(self, batch_u8: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        generator = _check_generator(generator)
+        x = channels_first(batch_u8)
+        draw = self.draw(x.shape[0], generator, x.device, x.shape[2], x.shape[3])
+        return self.weak(self.apply(x, draw).permute(0, 2, 3, 1), generator)
+
+    def extra_repr(self) -> str:
+        return f"n={self.n}, m={self.m}, {self.weak.extra_repr()}"
+
+
+def cutout_abs(x: torch.Tensor, side: float, centre_x: torch.Tensor, centre_y: torch.Tensor,
+               fill: Sequence[int] = GJS_CUTOUT_FILL) -> torch.Tensor:
+    """ildoonet/pytorch-randaugment's ``CutoutAbs(img, side)`` with the centres given: uint8 B x C x H x W ->
+    uint8, each image with a square of ``fill`` from (x0, y0) = (int(max(0, cx - side/2)), int(max(0, cy - side/2)))
+    to (x0 + int(side), y0 + int(side)) inclusive, clipped to the image (PIL's ``ImageDraw.rectangle`` includes
+    both corners and truncates float coordinates, Pillow 13). centre_x, centre_y: (B,) float. A negative side
+    leaves the images alone (the package's check); side 0 paints one pixel, as the package does.
+    """
+    if side < 0:
+        return x
+    b, c, h, w = x.shape
+    x0 = (centre_x.to(x.device, torch.float64) - side / 2).clamp(min=0).floor().long()
+    y0 = (centre_y.to(x.device, torch.float64) - side / 2).clamp(min=0).floor().long()
+    # x1 = min(w, x0 + side), truncated by PIL, inclusive: columns x0 .. x0 + int(side) inside the image
+    cols = torch.arange(w, device=x.device).view(1, 1, w)
+    rows = torch.arange(h, device=x.device).view(1, h, 1)
+    span = int(math.floor(side))
+    inside = ((cols >= x0.view(b, 1, 1)) & (cols <= x0.view(b, 1, 1) + span)
+              & (rows >= y0.view(b, 1, 1)) & (rows <= y0.view(b, 1, 1) + span))
+    colour = torch.tensor(fill if c == 3 else (_grey(fill),) * c, dtype=torch.uint8, device=x.device)
+    return torch.where(inside.unsqueeze(1), colour.view(1, c, 1, 1), x)
+
+
+def _grey(rgb: Sequence[int]) -> int:
+    """PIL's ``convert("L")`` of one colour: (19595 R + 38470 G + 7471 B + 32768) >> 16."""
+    r, g, b = rgb
+    return (19595 * r + 38470 * g + 7471 * b + 32768) >> 16
+
+
+def solarize_add(x: torch.Tensor, addition: float, threshold: int = 128) -> torch.Tensor:
+    """ildoonet/pytorch-randaugment's ``SolarizeAdd(img, addition)``: add ``addition`` (a float), clip to 0-255,
+    truncate to uint8 (numpy's ``astype``), then PIL's solarize at ``threshold`` (values >= 128 inverted)."""
+    added = (x.to(torch.float64) + addition).clamp_(0, 255).to(torch.uint8)
+    return O.solarize(added, threshold)
+
+
+def _gjs_randaugment_op(name: str, value: float, negative: torch.Tensor, centre_x: torch.Tensor,
+                        centre_y: torch.Tensor) -> O.OpFn:
+    """fn(images, idx) applying the package's op ``name`` with ``value`` (sign per image where the op has one)."""
+
+    def signed(idx: torch.Tensor) -> torch.Tensor:
+        return torch.where(negative.index_select(0, idx), -value, value).to(torch.float64)
+
+    if name == "rotate":
+        return lambda x, idx: O.rotate(x, signed(idx), "nearest")
+    if name in ("shear_x", "shear_y"):
+        op = getattr(O, name)
+        return lambda x, idx: op(x, signed(idx), "nearest")
+    if name in ("translate_x_abs", "translate_y_abs"):
+        # PIL (1, 0, v, 0, 1, 0) reads the input at x + v: the content moves by -v, O.translate_x's sign
+        op = O.translate_x if name == "translate_x_abs" else O.translate_y
+        return lambda x, idx: op(x, -signed(idx), "nearest")
+    if name == "posterize":
+        return lambda x, idx: O.posterize(x, max(1, int(value)))
+    if name == "solarize":
+        return lambda x, idx: O.solarize(x, value)
+    if name == "solarize_add":
+        return lambda x, idx: solarize_add(x, value)
+    if name in ("color", "contrast", "brightness", "sharpness"):
+        op = getattr(O, name)
+        return lambda x, idx: op(x, value)  # the PIL factor itself, no sign
+    if name == "invert":
+        return lambda x, idx: 255 - x
+    if name == "cutout_abs":
+        return lambda x, idx: cutout_abs(x, value, centre_x.index_select(0, idx), centre_y.index_select(0, idx))
+    return lambda x, idx: getattr(O, name)(x)  # autocontrast, equalize
+
+
 #: The original AugMix op list (google-research/augmix ``augmentations.augmentations``): without the ops that
 #: overlap the CIFAR-10-C / ImageNet-C corruptions (colour, contrast, brightness, sharpness).
 AUGMIX_OPS = ("autocontrast", "equalize", "posterize", "rotate", "solarize", "shear_x", "shear_y", "translate_x",
               "translate_y")
 #: ``augmentations.augmentations_all`` (AugMix's ``--all-ops``).
 AUGMIX_ALL_OPS = AUGMIX_OPS + ("color", "contrast", "brightness", "sharpness")
+#: where AugMix's crop + flip go: before the mixture (AugMix's CIFAR code, default) or after it
+AUGMIX_CROP_FLIP = ("before", "after")
 _AUGMIX_MAX_DEPTH = 3  # depth -1: uniform in 1..3 (np.random.randint(1, 4) in AugMix's ``aug``)
 
 
@@ -583,8 +784,8 @@ class AugMixDraw:
 
 
 class AugMix(Policy):
-    """AugMix (Hendrycks et al. 2020), as google-research/augmix's ``aug()`` per image, batched; then crop + flip
-    and normalisation.
+    """AugMix (Hendrycks et al. 2020), as google-research/augmix's ``aug()`` per image, batched, with crop + flip
+    (before the mixture by default, as AugMix's CIFAR code) and normalisation.
 
     Per image: ``width`` chains, each of ``depth`` ops (-1: uniform in 1..3 per chain and image) drawn uniformly
     with replacement from :data:`AUGMIX_OPS` (or :data:`AUGMIX_ALL_OPS` with ``all_ops``) and applied in sequence
@@ -596,18 +797,27 @@ class AugMix(Policy):
     PIL BILINEAR and fill 0 (as AugMix's code; RandAugment uses NEAREST); posterize to 4 - int(level * 0.4) bits;
     solarize at 256 - int(level * 25.6); all_ops enhance factor level * 0.18 + 0.1; autocontrast, equalize.
 
-    Then crop (``padding``, ``padding_mode``) + flip (``flip_p``) on the mixed float image (constant padding is
-    black), as the NRD paper's teacher view "AugMix followed by random (resized) crop and horizontal flip"
-    (its WebVision appendix; the CIFAR text says only "AugMix"); ``padding=0, flip_p=0`` gives AugMix alone.
+    Crop (``padding``, ``padding_mode``) + flip (``flip_p``): ``crop_flip="before"`` (default) on the uint8 image
+    before the mixture, as AugMix's own CIFAR code (``RandomHorizontalFlip`` and ``RandomCrop(32, padding=4)`` in
+    the data set's transform, then ``aug()``: the black padding takes part in the ops and the mixture);
+    ``crop_flip="after"`` on the mixed float image, as NRD's WebVision appendix words it ("AugMix followed by
+    random crop and horizontal flip"). Flip-then-crop and crop-then-flip give the same distribution (the crop
+    offsets are symmetric), so both use :func:`random_crop_flip`. ``padding=0, flip_p=0`` gives AugMix alone.
 
-    Draws, in order: Dirichlet weights (Gamma draws, :func:`sample_dirichlet`), m (:func:`sample_beta`), the depths
-    (width x B, only when depth is -1), ops (width x D x B), level uniforms (width x D x B), signs (width x D x B;
-    D = 3 when depth is -1, for every image whatever its depth), then crop dy, dx, flip.
+    Draws, in order: (with ``before``) crop dy, dx, flip; Dirichlet weights (Gamma draws, :func:`sample_dirichlet`),
+    m (:func:`sample_beta`), the depths (width x B, only when depth is -1), ops (width x D x B), level uniforms
+    (width x D x B), signs (width x D x B; D = 3 when depth is -1, for every image whatever its depth); (with
+    ``after``) crop dy, dx, flip.
     """
 
     def __init__(self, mean, std, severity: float = 3, width: int = 3, depth: int = -1, alpha: float = 1.0,
-                 all_ops: bool = False, padding: int = 4, padding_mode: str = "constant", flip_p: float = 0.5):
+                 all_ops: bool = False, padding: int = 4, padding_mode: str = "constant", flip_p: float = 0.5,
+                 crop_flip: str = "before"):
         super().__init__(mean, std)
+        if crop_flip not in AUGMIX_CROP_FLIP:
+            raise ConfigError(f"augmix option crop_flip must be one of {', '.join(AUGMIX_CROP_FLIP)} (crop + flip "
+                              f"before the mixture, as AugMix's CIFAR code, or after it), got {crop_flip!r}")
+        self.crop_flip_order = crop_flip
         if isinstance(severity, bool) or not isinstance(severity, (int, float)) or not 0 < severity <= 10:
             raise ConfigError(f"augmix option severity must be a number in (0, 10] (AugMix levels are out of 10), "
                               f"got {severity!r}")
@@ -663,15 +873,19 @@ class AugMix(Policy):
     def __call__(self, batch_u8: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         generator = _check_generator(generator)
         x = channels_first(batch_u8)
-        mixed = self.apply(x, self.draw(x.shape[0], generator, x.device))
         cf = self.crop_flip
-        mixed = random_crop_flip(mixed, cf.padding, generator, mode=cf.padding_mode, p=cf.flip_p)
+        if self.crop_flip_order == "before":  # AugMix's CIFAR code: flip, crop, then aug() on the result
+            x = random_crop_flip(x, cf.padding, generator, mode=cf.padding_mode, p=cf.flip_p)
+        mixed = self.apply(x, self.draw(x.shape[0], generator, x.device))
+        if self.crop_flip_order == "after":
+            mixed = random_crop_flip(mixed, cf.padding, generator, mode=cf.padding_mode, p=cf.flip_p)
         return self.normalize(mixed)  # a float 0-255 input normalises like uint8 (in place: mixed is ours)
 
     def extra_repr(self) -> str:
         return (f"severity={self.severity}, width={self.width}, depth={self.depth}, alpha={self.alpha}, "
                 f"all_ops={self.all_ops}, padding={self.crop_flip.padding}, "
-                f"padding_mode={self.crop_flip.padding_mode!r}, flip_p={self.crop_flip.flip_p}")
+                f"padding_mode={self.crop_flip.padding_mode!r}, flip_p={self.crop_flip.flip_p}, "
+                f"crop_flip={self.crop_flip_order!r}")
 
 
 def _col(t: torch.Tensor) -> torch.Tensor:
@@ -818,13 +1032,23 @@ def _randaugment(*, mean, std, image_size=None, n: int = 2, m: int = 9, num_bins
                        flip_p=flip_p, cutout_size=cutout_size)
 
 
+@register_policy("randaugment_gjs")
+def _randaugment_gjs(*, mean, std, image_size=None, n: int = 1, m: float = 3, padding: int = 4,
+                     padding_mode: str = "constant", flip_p: float = 0.5, cutout_size: int = 0) -> Policy:
+    # GJS's code (ildoonet/pytorch-randaugment): the NRD / GJS student view is randaugment_gjs(n=1, m=3,
+    # cutout_size=16), GJS's defaults N = 1, M = 3.
+    return GJSRandAugment(mean, std, n=n, m=m, padding=padding, padding_mode=padding_mode, flip_p=flip_p,
+                          cutout_size=cutout_size)
+
+
 @register_policy("augmix")
 def _augmix(*, mean, std, image_size=None, severity: float = 3, width: int = 3, depth: int = -1,
             alpha: float = 1.0, all_ops: bool = False, padding: int = 4, padding_mode: str = "constant",
-            flip_p: float = 0.5) -> Policy:
-    # AugMix's CIFAR defaults (severity 3, width 3, depth 1-3, alpha 1) = the NRD teacher view, then crop + flip.
+            flip_p: float = 0.5, crop_flip: str = "before") -> Policy:
+    # AugMix's CIFAR defaults (severity 3, width 3, depth 1-3, alpha 1) = the NRD teacher view; flip + crop before
+    # the mixture as AugMix's CIFAR code (crop_flip=after: after it).
     return AugMix(mean, std, severity=severity, width=width, depth=depth, alpha=alpha, all_ops=all_ops,
-                  padding=padding, padding_mode=padding_mode, flip_p=flip_p)
+                  padding=padding, padding_mode=padding_mode, flip_p=flip_p, crop_flip=crop_flip)
 
 # --------------------------------------------------------------------------------------------------------
 # Pipeline: what the engine holds
@@ -1112,7 +1336,9 @@ __all__ = [
     "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR100_MEAN", "CIFAR100_STD", "PADDING_MODES",
     "channels_first", "to_float_normalized", "random_crop", "random_flip", "random_crop_flip", "cutout",
     "Policy", "NormalizeOnly", "CropFlipCutout", "MultiView", "RandAugment", "AugMix", "AugMixDraw",
-    "RANDAUGMENT_OPS", "AUGMIX_OPS", "AUGMIX_ALL_OPS", "randaugment_magnitudes", "sample_log_gamma",
+    "RANDAUGMENT_OPS", "GJSRandAugment", "GJSRandAugmentDraw", "GJS_RANDAUGMENT_OPS",
+    "GJS_RANDAUGMENT_RANGES", "GJS_SIGNED_OPS", "GJS_CUTOUT_FILL", "GJS_PIXEL_OPS", "gjs_randaugment_values", "cutout_abs", "solarize_add",
+    "AUGMIX_OPS", "AUGMIX_ALL_OPS", "randaugment_magnitudes", "sample_log_gamma",
     "sample_dirichlet", "sample_beta", "register_policy", "get_policy", "POLICIES",
     "available_policies", "policy_options", "AugmentPipeline", "dataset_stats", "global_rng_from",
     "ViewSpec", "parse_view_spec", "CommonOptions", "default_padding", "build_views",

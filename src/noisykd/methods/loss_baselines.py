@@ -16,6 +16,7 @@ import torch
 from ..errors import ConfigError
 from ..losses import LOSS_PRESETS, LOSSES, get_loss
 from .base import Batch, Method, MethodContext, Prediction, StepOutput, View
+from .nrd import RANDAUGMENT_VARIANTS, gjs_cutout_size
 from .registry import register_method
 
 LOSS_BASELINES = ("ce", "ls", "cp", "boot", "gce", "sce", "nce_rce", "js")
@@ -69,33 +70,76 @@ for _loss in LOSS_BASELINES:
         "__module__": __name__}))
 
 
+#: GJS's own arguments (the rest are the loss's): the views' augmentation and how they go through the network
+GJS_METHOD_DEFAULTS: dict[str, Any] = {"randaugment": "gjs", "one_batch": False, "cutout_size": None}
+#: ``randaugment`` values: GJS's RandAugment table, torchvision's, or the run's ``augment.policy`` for both views
+GJS_VIEW_SOURCES = ("gjs", "torchvision", "run")
+
+
 @register_method("gjs")
 class GJSBaseline(LossBaseline):
     """One network trained with GJS (Englesson & Azizpour 2021) on two augmented views of every image.
 
     Loss: GJS_pi(onehot(y), p(view 1), p(view 2)) / Z. ``pis``: pi1 (the label's weight; the views share
     1 - pi1 equally) or the three weights; ``scale``: divide by Z = -(1 - pi1) ln(1 - pi1) (their CIFAR code,
-    "JSWCS"; default). The two views are two independent draws of the run's augmentation policy
-    (``augment.views.train`` replaces it). Both go through the network as one batch of 2B images: one
-    forward pass, and BatchNorm normalises the two views together (our choice; the paper does not say). The
-    first view's logits are the training accuracy's.
+    "JSWCS"; default).
+
+    Views (as GJS's CIFAR code): two independent draws of RandAugment(N=1, M=3) -> crop (zero padding) -> flip ->
+    Cutout 16 px (scaled to other image sizes). ``randaugment``: ``gjs`` (default: the ildoonet/pytorch-randaugment
+    table GJS's code installs, policy ``randaugment_gjs``), ``torchvision`` (torchvision's table) or ``run`` (both
+    views from the run's ``augment.policy``; ``augment.views.train`` replaces the spec in any case).
+    ``cutout_size``: the Cutout side (None: 16 on 32 px).
+
+    Forward: one pass per view (default, ``one_batch=false``): the authors' scripts never set ``--onebatch``, so
+    BatchNorm normalises each view with its own batch statistics and its running statistics are updated twice per
+    step. ``one_batch=true`` concatenates the two views into one batch of 2B images (one pass, BatchNorm over
+    both; faster on a GPU). The first view's logits are the training accuracy's.
     """
 
     loss: ClassVar[str] = "gjs"
 
+    def __init__(self, ctx: MethodContext, args: dict[str, Any] | None = None):
+        args = dict(args or {})
+        own = {key: args.pop(key, default) for key, default in GJS_METHOD_DEFAULTS.items()}
+        super().__init__(ctx, args)
+        self.args = {**args, **own}  # the summary and the saved config show all of them
+        self.view_source, self.one_batch = own["randaugment"], own["one_batch"]
+        self.cutout = gjs_cutout_size(own["cutout_size"], ctx.image_shape)
+
     @classmethod
     def parse_args(cls, raw: Mapping[str, Any], epochs: int) -> dict[str, Any]:
+        raw = dict(raw)
         pis = raw.get("pis")
         if isinstance(pis, (list, tuple)) and len(pis) != 3:  # the label and the two views
             raise ConfigError(f"method_args.pis: gjs takes pi1 (the label's weight) or three weights (label, view "
                               f"1, view 2), got {len(pis)}: {list(pis)}")
-        return super().parse_args(raw, epochs)
+        own = {key: raw.pop(key) for key in GJS_METHOD_DEFAULTS if key in raw}
+        if own.get("randaugment", "gjs") not in GJS_VIEW_SOURCES:
+            raise ConfigError(f"method_args.randaugment must be one of {', '.join(GJS_VIEW_SOURCES)} (GJS's "
+                              f"RandAugment table, torchvision's, or the run's augment.policy), got "
+                              f"{own['randaugment']!r}")
+        if not isinstance(own.get("one_batch", False), bool):
+            raise ConfigError(f"method_args.one_batch must be true or false, got {own['one_batch']!r}")
+        cutout = own.get("cutout_size")
+        if cutout is not None and (isinstance(cutout, bool) or not isinstance(cutout, int) or cutout < 0):
+            raise ConfigError(f"method_args.cutout_size must be an int >= 0 (0: no Cutout) or null (16 on 32-px "
+                              f"images), got {cutout!r}")
+        return {**super().parse_args(raw, epochs), **own}
+
+    @classmethod
+    def argument_defaults(cls) -> dict[str, Any]:
+        return {**super().argument_defaults(), **GJS_METHOD_DEFAULTS}
 
     def views(self):
-        return {"train": View(count=2)}
+        if self.view_source == "run":
+            return {"train": View(count=2)}
+        policy = RANDAUGMENT_VARIANTS[self.view_source]
+        return {"train": View(f"{policy}(n=1, m=3, cutout_size={self.cutout}, padding_mode=constant)", count=2)}
 
     def training_step(self, batch: Batch) -> StepOutput:
         first, second = batch.views["train"]
-        logits = self.net(torch.cat([first, second]))
-        views = logits.chunk(2)
-        return StepOutput(loss=self.loss_fn(list(views), batch.labels), logits=views[0])
+        if self.one_batch:
+            views = list(self.net(torch.cat([first, second])).chunk(2))
+        else:  # GJS's scripts: one forward pass per view (--onebatch unset)
+            views = [self.net(first), self.net(second)]
+        return StepOutput(loss=self.loss_fn(views, batch.labels), logits=views[0])

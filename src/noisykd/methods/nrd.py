@@ -7,7 +7,9 @@ the student's prediction and the teacher's, detached (Eqs. 19, 25-27)::
 
     L = 1/Z * JSD_pi(onehot(y), y_s, y_t),   JSD_pi(p_1, p_2, p_3) = sum_i pi_i KL(p_i || m),  m = sum_i pi_i p_i
     y_s = softmax f(x_s; theta)             student view x_s: RandAugment(N=1, M=3) -> crop -> flip -> Cutout
-    y_t = softmax f(x_t; theta-bar)         teacher view x_t: AugMix (severity 3, width 3, depth 1-3, alpha 1);
+                                            (GJS's RandAugment: ildoonet/pytorch-randaugment's 16-op table)
+    y_t = softmax f(x_t; theta-bar)         teacher view x_t: flip -> crop -> AugMix (severity 3, width 3,
+                                            depth 1-3, alpha 1), AugMix's CIFAR order;
                                             no_grad (stop-gradient, Fig. 3 / Algorithm 1)
     theta-bar <- beta theta-bar + (1 - beta) theta   after every optimiser step (Eq. 24, beta = 0.99)
 
@@ -20,9 +22,14 @@ Choices where the paper is silent or disagrees with itself (``methods.md``, NRD 
 * Student Cutout: 16 px on 32-px images (GJS's code and ``methods.md``); the NRD appendix A.1 says "Cutout with
   length 5". On other image sizes the default is scaled with the side, round(16 * side / 32) (4 on 8x8 digits);
   ``cutout_size`` sets it.
+* The student's RandAugment is GJS's (NRD builds on GJS's code, which installs ildoonet/pytorch-randaugment:
+  16 ops with Invert, SolarizeAdd and CutoutAbs, at M = 3 translate 10 px, posterize 1 bit, solarize at 25.6;
+  policy ``randaugment_gjs``), not torchvision's table (14 ops with Identity, at M = 3 translate 1 px and
+  posterize 8 bits: about a quarter of the pixel change); ``student_randaugment=torchvision`` selects the latter.
 * Crop padding is zero (``padding_mode=constant`` in both view specs: torchvision's ``RandomCrop(32, padding=4)``
-  in GJS's code); the padding width is the run's (4 px on 32-px images). The teacher's AugMix is followed by
-  crop + flip, as AugMix's own CIFAR pipeline and NRD's WebVision appendix (the CIFAR text says only "AugMix").
+  in GJS's code); the padding width is the run's (4 px on 32-px images). The teacher view is flip -> crop ->
+  AugMix, the order of AugMix's own CIFAR code (the CIFAR text says only "AugMix"; NRD's WebVision appendix
+  words it "AugMix followed by random crop and flip": ``augment.views.teacher="augmix(crop_flip=after)"``).
   ``augment.views.student`` / ``augment.views.teacher`` in a run config replace either view.
 * The teacher starts as a copy of the student, is always in eval mode (BatchNorm with the running statistics),
   and its BatchNorm buffers are *copied* from the student at every update (``models.ema_update``), not averaged.
@@ -59,9 +66,21 @@ log = logging.getLogger("noisykd")
 #: pi when neither ``pis`` nor ``preset`` is given: NRD Table 5, CIFAR-10 with 20-40% symmetric noise
 #: (``LOSS_PRESETS["nrd"]``).
 DEFAULT_PIS = tuple(LOSS_PRESETS["nrd"]["pis"])
-#: GJS's Cutout on 32-px CIFAR images (``methods.md``; the NRD appendix says 5).
+#: GJS's Cutout on 32-px CIFAR images (GJS's code and ``methods.md``; the NRD appendix says 5).
 GJS_CUTOUT = 16
+#: the student view's RandAugment: GJS's (ildoonet/pytorch-randaugment, policy ``randaugment_gjs``) or
+#: torchvision's table (policy ``randaugment``)
+RANDAUGMENT_VARIANTS = {"gjs": "randaugment_gjs", "torchvision": "randaugment"}
 _TOL = 1e-6  # as the GJS loss's own check of its weights
+
+
+def gjs_cutout_size(given: int | None, image_shape: tuple[int, int, int]) -> int:
+    """The student Cutout side: ``given``, or GJS's 16 px scaled to the image (16 on 32 px, 4 on 8 px).
+    image_shape: (H, W, C)."""
+    if given is not None:
+        return given
+    h, w, _ = image_shape
+    return max(1, round(GJS_CUTOUT * min(h, w) / 32))
 
 
 def nrd_presets() -> tuple[str, ...]:
@@ -97,6 +116,8 @@ class NRDArgs:
                   rates, which assume it).
     cutout_size:  the student view's Cutout side in pixels (0: none); None: 16 on 32-px images (GJS), scaled
                   with the image side otherwise (round(16 * side / 32)).
+    student_randaugment: the student view's RandAugment(N=1, M=3): ``gjs`` (default; GJS's code, the
+                  ildoonet/pytorch-randaugment table) or ``torchvision`` (torchvision's table, far weaker at M = 3).
     """
 
     pis: tuple[float, float, float] | None = None
@@ -105,6 +126,7 @@ class NRDArgs:
     beta: float = 0.99
     scale: bool = True
     cutout_size: int | None = None
+    student_randaugment: str = "gjs"
 
     def validate(self, epochs: int) -> None:
         if self.preset is not None and self.preset not in nrd_presets():
@@ -125,6 +147,9 @@ class NRDArgs:
                               f"method_args.symmetric_pi=false to allow unequal weights")
         if not 0.0 <= self.beta < 1.0:
             raise ConfigError(f"method_args.beta (the teacher's EMA decay) must lie in [0, 1), got {self.beta}")
+        if self.student_randaugment not in RANDAUGMENT_VARIANTS:
+            raise ConfigError(f"method_args.student_randaugment must be one of {', '.join(RANDAUGMENT_VARIANTS)} "
+                              f"(GJS's RandAugment table or torchvision's), got {self.student_randaugment!r}")
         if self.cutout_size is not None and self.cutout_size < 0:
             raise ConfigError(f"method_args.cutout_size must be >= 0 (0: no cutout) or null (16 on 32-px images), "
                               f"got {self.cutout_size}")
@@ -178,17 +203,17 @@ class NoiseRobustDistillation(Method):
     # --------------------------------------------------------------------------------------------------------
     def cutout_size(self) -> int:
         """The student's Cutout side: ``cutout_size``, or 16 scaled to the image (16 on 32 px, 4 on 8 px)."""
-        if self.args.cutout_size is not None:
-            return self.args.cutout_size
-        h, w, _ = self.ctx.image_shape
-        return max(1, round(GJS_CUTOUT * min(h, w) / 32))
+        return gjs_cutout_size(self.args.cutout_size, self.ctx.image_shape)
 
     def views(self) -> dict[str, View]:
-        """``student``: RandAugment(N=1, M=3) -> crop (the run's padding, zeros) -> flip -> Cutout (GJS's);
-        ``teacher``: AugMix(severity 3, width 3, depth 1-3, alpha 1) -> crop -> flip (NRD's unseen policy)."""
+        """``student``: GJS's RandAugment(N=1, M=3) -> crop (the run's padding, zeros) -> flip -> Cutout (GJS's);
+        ``teacher``: flip -> crop -> AugMix(severity 3, width 3, depth 1-3, alpha 1) (NRD's unseen policy, in
+        AugMix's CIFAR order)."""
+        policy = RANDAUGMENT_VARIANTS[self.args.student_randaugment]
         return {
-            "student": View(f"randaugment(n=1, m=3, cutout_size={self.cutout_size()}, padding_mode=constant)"),
-            "teacher": View("augmix(severity=3, width=3, depth=-1, alpha=1.0, padding_mode=constant)"),
+            "student": View(f"{policy}(n=1, m=3, cutout_size={self.cutout_size()}, padding_mode=constant)"),
+            "teacher": View("augmix(severity=3, width=3, depth=-1, alpha=1.0, padding_mode=constant, "
+                            "crop_flip=before)"),
         }
 
     def loss_terms(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
@@ -221,11 +246,12 @@ class NoiseRobustDistillation(Method):
     def summary(self) -> dict:
         out = {"pis": list(self.pis), "pis_source": self.args.pis_source(), "scale": self.args.scale,
                "gjs_scale": self.factor, "beta": self.args.beta, "preset": self.args.preset,
-               "student_cutout": self.cutout_size()}
+               "student_cutout": self.cutout_size(), "student_randaugment": self.args.student_randaugment}
         if self.table5 is not None:
             out["table5_lr"] = self.table5["lr"]
             out["table5_weight_decay"] = self.table5["weight_decay"]
         return out
 
 
-__all__ = ["NRDArgs", "NoiseRobustDistillation", "nrd_presets", "DEFAULT_PIS"]
+__all__ = ["NRDArgs", "NoiseRobustDistillation", "nrd_presets", "DEFAULT_PIS", "RANDAUGMENT_VARIANTS",
+           "gjs_cutout_size"]

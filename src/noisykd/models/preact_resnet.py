@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from .registry import ClassifierNet, init_weights, register_model
+from .registry import INIT_SCHEMES, ClassifierNet, init_weights, register_model
 
 __all__ = ["PreActBlock", "PreActResNet", "conv3x3", "scaled_widths", "preact_resnet18", "preact_resnet34_gjs"]
 
@@ -66,15 +66,19 @@ class PreActResNet(ClassifierNet):
 
     num_blocks: blocks per stage; widths: channels per stage (stage i > 0 starts with stride 2).
     stem_bn: BN-ReLU right after the stem conv (DivideMix). final_bn: BN-ReLU after the last stage (textbook
-    pre-activation ResNet, GJS). identity_from_preactivation: see :class:`PreActBlock`.
+    pre-activation ResNet, GJS). identity_from_preactivation: see :class:`PreActBlock`. init: ``kaiming``
+    (Kaiming-normal fan_out convolutions, DivideMix's code) or ``torch_default`` (PyTorch's own, GJS's code).
 
     Shapes: x (B, in_channels, H, W) -> feature_maps (B, widths[-1], H/2^(S-1), W/2^(S-1)) (ceil) ->
     features (B, widths[-1]) -> logits (B, num_classes).
     """
 
     def __init__(self, num_blocks: Sequence[int], widths: Sequence[int], num_classes: int, in_channels: int = 3,
-                 stem_bn: bool = False, final_bn: bool = True, identity_from_preactivation: bool = False):
+                 stem_bn: bool = False, final_bn: bool = True, identity_from_preactivation: bool = False,
+                 init: str = "kaiming"):
         super().__init__()
+        if init not in INIT_SCHEMES:  # before building anything
+            raise ConfigError(f"init must be one of {', '.join(INIT_SCHEMES)}, got {init!r}")
         if len(num_blocks) != len(widths) or not num_blocks:
             raise ConfigError(f"num_blocks {list(num_blocks)} and widths {list(widths)} must have the same length")
         self.stem = conv3x3(in_channels, widths[0])
@@ -93,7 +97,7 @@ class PreActResNet(ClassifierNet):
         self.linear = nn.Linear(channels, num_classes)
         self.feature_dim = channels
         self.num_classes = num_classes
-        init_weights(self)
+        init_weights(self, init)
 
     def feature_maps(self, x: torch.Tensor) -> torch.Tensor:
         """Last-stage maps (B, feature_dim, h, w) before pooling (after the final BN-ReLU if there is one)."""
@@ -122,27 +126,32 @@ def scaled_widths(widths: Sequence[int], width: float) -> list[int]:
 @register_model("preact_resnet18")
 def preact_resnet18(num_classes: int, in_channels: int = 3, image_size=32, width: float = 1.0,
                     stem_bn: bool = True, final_bn: bool = False,
-                    identity_from_preactivation: bool = True) -> PreActResNet:
+                    identity_from_preactivation: bool = True, init: str = "kaiming") -> PreActResNet:
     """PreAct-ResNet-18 as in DivideMix/BKD: blocks [2,2,2,2], widths 64-512, 11,171,274 params (10 classes).
 
     Defaults reproduce DivideMix's ``PreResNet.ResNet18`` exactly: conv3x3 stem -> BN-ReLU -> PreActBlocks
     (identity shortcuts add the pre-activated input) -> global avg-pool -> Linear, no BN after the last stage.
     ``stem_bn=False`` gives kuangliu's PreActResNet18 (11,171,146 params for 10 classes; the two differ only
     by the 128 parameters of the stem BN). ``final_bn=True`` adds the textbook BN-ReLU before pooling
-    (+2*512 params). ``width`` scales all stage widths. image_size is not needed (size-agnostic).
+    (+2*512 params). ``width`` scales all stage widths. image_size is not needed (size-agnostic). ``init``:
+    ``kaiming`` (DivideMix's code: Kaiming-normal fan_out convolutions) or ``torch_default``.
     """
     return PreActResNet([2, 2, 2, 2], scaled_widths([64, 128, 256, 512], width), num_classes, in_channels,
-                        stem_bn=stem_bn, final_bn=final_bn, identity_from_preactivation=identity_from_preactivation)
+                        stem_bn=stem_bn, final_bn=final_bn, identity_from_preactivation=identity_from_preactivation,
+                        init=init)
 
 
 @register_model("preact_resnet34_gjs")
-def preact_resnet34_gjs(num_classes: int, in_channels: int = 3, image_size=32, width: float = 1.0) -> PreActResNet:
+def preact_resnet34_gjs(num_classes: int, in_channels: int = 3, image_size=32, width: float = 1.0,
+                        init: str = "torch_default") -> PreActResNet:
     """GJS/NRD "PreActResNet-34": 3 stages of [5,5,5] PreActBlocks, widths 32/64/128, 1,860,138 params (10 cl.).
 
     Reproduces ``models/preact_resnet.py`` of the GJS code (Englesson & Azizpour 2021), which NRD reuses:
     conv3x3 stem to 32 channels (no BN), PreActBlocks with x on identity shortcuts, BN-ReLU after the last
     stage, global avg-pool, Linear(128, C). Its 15 blocks are deep (31 3x3 convolutions) but narrow, about
     1.9 M parameters: it is NOT the 21 M-parameter 4-stage ResNet-34 (that one is ``resnet34``).
+    ``init``: ``torch_default`` (default: GJS's code sets no initialisation, so PyTorch's own applies) or
+    ``kaiming`` (Kaiming-normal fan_out convolutions, as our other CIFAR nets).
     """
     return PreActResNet([5, 5, 5], scaled_widths([32, 64, 128], width), num_classes, in_channels,
-                        stem_bn=False, final_bn=True, identity_from_preactivation=False)
+                        stem_bn=False, final_bn=True, identity_from_preactivation=False, init=init)

@@ -28,7 +28,7 @@ from ..registry import Registry
 
 __all__ = [
     "ClassifierNet", "WrappedClassifier", "wrap_module", "register_model", "MODELS", "create_model", "list_models",
-    "model_descriptions", "count_parameters", "init_weights",
+    "model_descriptions", "count_parameters", "init_weights", "INIT_SCHEMES",
 ]
 
 
@@ -76,11 +76,22 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def init_weights(model: nn.Module) -> None:
-    """Reference-code initialisation: Kaiming-normal convolutions (fan_out, ReLU), BN weight 1 and bias 0.
+#: weight initialisations a network builder accepts as ``init``
+INIT_SCHEMES = ("kaiming", "torch_default")
 
-    Linear layers keep PyTorch's default initialisation, as in the reference CIFAR code.
+
+def init_weights(model: nn.Module, scheme: str = "kaiming") -> None:
+    """Initialise ``model``'s weights in place.
+
+    ``kaiming`` (reference-code initialisation, torchvision's ResNets, DivideMix): Kaiming-normal convolutions
+    (fan_out, ReLU), BN weight 1 and bias 0; Linear layers keep PyTorch's default initialisation.
+    ``torch_default``: leave every layer as PyTorch built it (Kaiming-uniform with a = sqrt(5) for convolutions
+    and Linear layers, BN weight 1 and bias 0), as GJS's PreActResNet code, which sets no initialisation.
     """
+    if scheme not in INIT_SCHEMES:
+        raise ConfigError(f"init must be one of {', '.join(INIT_SCHEMES)}, got {scheme!r}")
+    if scheme == "torch_default":
+        return
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
