@@ -29,8 +29,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
-from noisykd.augment import (AUGMIX_OPS, CIFAR10_MEAN, CIFAR10_STD, RANDAUGMENT_OPS, AugmentPipeline, _augmix_op,
+from noisykd.augment import (AUGMIX_OPS, CIFAR10_MEAN, CIFAR10_STD, RANDAUGMENT_OPS, AugmentPipeline,
                              randaugment_magnitudes)
+from noisykd.augment.augmix import _augmix_op
 
 MEAN = np.array(CIFAR10_MEAN, dtype=np.float32)
 STD = np.array(CIFAR10_STD, dtype=np.float32)

@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 from scipy import stats
 
 from noisykd import augment as A
-from noisykd import augment_ops as O
+from noisykd.augment import ops as O
 from noisykd.errors import ConfigError, DataError
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

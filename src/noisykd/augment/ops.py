@@ -37,7 +37,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .errors import ConfigError, DataError
+from ..errors import ConfigError, DataError
 
 INTERPOLATIONS = ("nearest", "bilinear")
 
