@@ -29,7 +29,8 @@ class DataConfig:
     spec:          a data spec (``digits``, ``cifar10:ROOT``, ``folder:ROOT`` ...; see ``noisykd data kinds``).
     labels:        a label-set spec replacing the training labels (``cifar10n:FILE:worst``), or None.
     noise:         synthetic noise applied to the (clean) training labels: ``none``, ``sym:0.4``,
-                   ``sym-all:0.4``, ``asym:0.4``, ``pairflip:0.45``, ``instance:0.4``.
+                   ``sym-all:0.4``, ``sym-all-exact:0.4`` (exactly ceil(0.4 N) labels redrawn, GJS's code),
+                   ``asym:0.4``, ``pairflip:0.45``, ``instance:0.4``.
     noise_seed:    seed of the synthetic noise (independent of the training seed, so runs share labels).
     noise_file:    a saved noisy-label file (``noisy_labels.npz`` of an earlier run); overrides labels/noise.
     val_fraction:  share of the noisy training set held out as noisy validation, stratified by given label, for

@@ -13,6 +13,16 @@ H(u) = ln C, h(lambda, b) = 1 / (1 + exp(-lambda * b)). B is the batch size.
 
 Stop-gradients are the caller's choice and named where they apply: ``refined_target`` uses the ``probs`` it is
 given (detach them for a fixed target), ``distillation_loss`` always detaches the peer's target.
+
+The log (``log_eps``): by default every ln p is exact (from log-softmax). The authors' code takes ln(p + 1e-6)
+instead: ProSelfLC's official cross-entropy (``XinshaoAmosWang/ProSelfLC-AT``,
+``src/proselflc/slices/losses/crossentropy.py``: ``-torch.log(pred_probs + 1e-6)``) and CMD's appendix C snippet
+(``-torch.log(pA + 1e-6)`` in the distillation term and ``-pA * torch.log(pA + 1e-6)`` in the selection entropy).
+``log_eps=eps`` (a float > 0) reproduces that in :func:`target_cross_entropy`, :func:`distillation_loss`,
+:func:`entropy` and :func:`confident_mask`. It is not a rounding detail: d/dz of -ln(p_y + eps) is
+p_y / (p_y + eps) times the exact gradient (-(1 - p_y) for the logit of y), so at p_y = eps the official
+gradient is half the exact one and at p_y = eps/100 about a hundredth -- exactly on the samples whose given
+label the model finds implausible, i.e. mostly the noisy ones. ``log_eps=None`` (default) or 0: the exact log.
 """
 
 from __future__ import annotations
@@ -22,7 +32,11 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..errors import ConfigError
+
 __all__ = [
+    "check_log_eps",
+    "log_of_probs",
     "logistic",
     "entropy",
     "normalized_entropy",
@@ -48,10 +62,33 @@ def logistic(x: float, b: float) -> float:
     return 1.0 / (1.0 + math.exp(z))
 
 
-def entropy(log_probs: torch.Tensor) -> torch.Tensor:
+def check_log_eps(log_eps: float | None, name: str = "log_eps") -> float | None:
+    """``log_eps`` as None or a finite float >= 0; ConfigError naming ``name`` otherwise (a bool is refused)."""
+    if log_eps is None:
+        return None
+    if isinstance(log_eps, bool) or not isinstance(log_eps, (int, float)) or not math.isfinite(log_eps) \
+            or log_eps < 0:
+        raise ConfigError(f"{name} must be None (the exact log) or a finite number >= 0 (ln(p + {name}), "
+                          f"e.g. 1e-6 as the authors' code), got {log_eps!r}")
+    return float(log_eps)
+
+
+def log_of_probs(log_probs: torch.Tensor, log_eps: float | None = None) -> torch.Tensor:
+    """The ln p the cross-entropies use: ``log_probs`` itself (exact; ``log_eps`` None or 0), or
+    ln(p + log_eps) with p = exp(log_probs), as the authors' code (see the module docstring). (B, C) -> (B, C),
+    differentiable."""
+    if not check_log_eps(log_eps):
+        return log_probs
+    return torch.log(log_probs.exp() + log_eps)
+
+
+def entropy(log_probs: torch.Tensor, log_eps: float | None = None) -> torch.Tensor:
     """H(p) = -sum_k p_k ln p_k per row, from log-probabilities (B, C) -> (B,). Exact at p_k = 0 (0 * -inf
-    terms are taken as 0), unlike the appendix's ln(p + 1e-6)."""
+    terms are taken as 0) by default; ``log_eps``: -sum_k p_k ln(p_k + log_eps), the appendix's selection
+    entropy with 1e-6."""
     p = log_probs.exp()
+    if check_log_eps(log_eps):
+        return -(p * torch.log(p + log_eps)).sum(dim=1)
     return -(p * log_probs).nan_to_num(nan=0.0).sum(dim=1)
 
 
@@ -65,6 +102,11 @@ def proselflc_global_trust(t: float, total: float, b1: float, transit: float = 0
 
     t: the current iteration (or epoch), 0-based; total: Gamma, their number in the run; transit: the point
     t/Gamma where g = 0.5 (the paper's 0.5).
+
+    The official code counts from 1 (``trainer_cnn_vision.py``: ``cur_time = epoch`` with ``epoch`` in
+    1..E, or ``(epoch - 1) * len(dataloader) + batch_index + 1``), so its t/Gamma is ours plus 1/Gamma: one
+    step in ~39,000 in iteration mode (negligible), but one epoch in E in epoch mode (at E = 100 its g in
+    epoch e is ours in epoch e + 1, and its last epoch reaches t/Gamma = 1 where ours reaches (E - 1)/E).
     """
     return logistic(t / total - transit, b1)
 
@@ -136,24 +178,29 @@ def selection_threshold(epoch: int, total_epochs: int, num_classes: int, eta: fl
     return math.log(num_classes) / eta * 2.0 * logistic(epoch / total_epochs - 0.5, b2)
 
 
-def confident_mask(peer_log_probs: torch.Tensor, chi: float) -> torch.Tensor:
+def confident_mask(peer_log_probs: torch.Tensor, chi: float, log_eps: float | None = None) -> torch.Tensor:
     """1[H(p_peer) < chi] (Eqs. 8-9): the samples whose peer prediction is confident enough. (B, C) -> bool (B,).
-    Computed without a gradient (a selection, not a loss)."""
+    Computed without a gradient (a selection, not a loss). ``log_eps``: H with ln(p + log_eps) (appendix C)."""
     with torch.no_grad():
-        return entropy(peer_log_probs) < chi
+        return entropy(peer_log_probs, log_eps) < chi
 
 
-def target_cross_entropy(target: torch.Tensor, log_probs: torch.Tensor) -> torch.Tensor:
-    """H(q~, p) = -sum_k q~_k ln p_k per sample. target (B, C), log_probs (B, C) -> (B,). No stop-gradient here."""
-    return -(target * log_probs).sum(dim=1)
+def target_cross_entropy(target: torch.Tensor, log_probs: torch.Tensor,
+                         log_eps: float | None = None) -> torch.Tensor:
+    """H(q~, p) = -sum_k q~_k ln p_k per sample. target (B, C), log_probs (B, C) -> (B,). No stop-gradient here.
+
+    ``log_eps`` (None: exact): -sum_k q~_k ln(p_k + log_eps), the official ProSelfLC / CMD code with 1e-6.
+    """
+    return -(target * log_of_probs(log_probs, log_eps)).sum(dim=1)
 
 
-def distillation_loss(peer_target: torch.Tensor, log_probs: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
+def distillation_loss(peer_target: torch.Tensor, log_probs: torch.Tensor, selected: torch.Tensor,
+                      log_eps: float | None = None) -> torch.Tensor:
     """The peer term of Eq. 10: sum over the selected samples of H(q~_peer, p), divided by the full batch size B
     (the appendix's ``sum(lossB2A) / len(hpA)``), with q~_peer detached (the peer is a teacher here).
 
     peer_target (B, C), log_probs (B, C), selected bool (B,) -> scalar; 0 (with a gradient graph) when nothing
-    is selected.
+    is selected. ``log_eps`` as :func:`target_cross_entropy` (the appendix: ``-torch.log(pA + 1e-6)``).
     """
-    per_sample = target_cross_entropy(peer_target.detach(), log_probs)
+    per_sample = target_cross_entropy(peer_target.detach(), log_probs, log_eps)
     return (per_sample * selected.to(per_sample.dtype)).sum() / len(per_sample)

@@ -13,6 +13,10 @@ b2 != 0, default -5, so chi shrinks and only ever more confident knowledge passe
 ensemble-teacher baseline of Table 5 (KDCL, Guo et al. 2020): both models also learn the ensemble's prediction
 (p_A + p_B)/2 on every sample.
 
+The log in every H(., p) (self, distillation and KDCL terms) and in the selection entropy H(p_B) is exact by
+default; ``log_eps=1e-6`` takes ln(p + 1e-6) there, as the appendix C snippet does (``torch.log(pA + 1e-6)``) and
+ProSelfLC's official cross-entropy. eps and Mconf's r keep the exact entropy.
+
 Stop-gradients: the peer's refined label is detached in the distillation term (the peer is a teacher there),
 as is the KDCL ensemble; inside a model's own q~, p is detached unless ``detach_target=False``.
 
@@ -66,6 +70,8 @@ class CMDArgs:
     b1, transit, schedule_unit: ProSelfLC's g(t) (6, 0.5, "iterations"); rho: Mconf's threshold (0.5).
     epsilon:       the fixed eps of ls / cp / boot (None: 0.1 / 0.25 / 0.05, see ``selfkd.FIXED_EPSILON``).
     detach_target: detach p inside a model's own q~ (paper); False keeps the gradient.
+    log_eps:       None (default): the exact ln p in every H(., p) and in the selection entropy; a float >= 0:
+                   ln(p + log_eps) there, as the appendix C snippet and ProSelfLC's code (1e-6).
     model_b:       B's architecture, a registered model name (Table 6: two different networks); None: the
                    run's ``model``, like A.
     detection_rule: how ``find_label_issues`` flags the noise score: gmm (default, DivideMix's mixture on
@@ -82,11 +88,12 @@ class CMDArgs:
     rho: float = 0.5
     epsilon: float | None = None
     detach_target: bool = True
+    log_eps: float | None = None
     model_b: str | None = None
     detection_rule: DetectionRule = "gmm"
 
     def validate(self, epochs: int) -> None:
-        check_self_correction_args(self.self_kd, self.b1, self.transit, self.rho, self.epsilon)
+        check_self_correction_args(self.self_kd, self.b1, self.transit, self.rho, self.epsilon, self.log_eps)
         if not self.eta > 0:
             raise ConfigError(f"method_args.eta must be > 0 (chi = H(u)/eta; for no exchange use knowledge=zero), "
                               f"got {self.eta}")
@@ -141,21 +148,22 @@ class MutualConfidentDistillation(Method):
         log_p_b = torch.log_softmax(self.net_b(x).float(), dim=1)
         target_a, eps_a = self.correction["a"].target(y, log_p_a, progress)
         target_b, eps_b = self.correction["b"].target(y, log_p_b, progress)
-        self_a = target_cross_entropy(target_a, log_p_a).mean()
-        self_b = target_cross_entropy(target_b, log_p_b).mean()
+        log_eps = self.args.log_eps
+        self_a = target_cross_entropy(target_a, log_p_a, log_eps).mean()
+        self_b = target_cross_entropy(target_b, log_p_b, log_eps).mean()
 
         chi = self.threshold(progress.epoch)
-        selected_b2a = confident_mask(log_p_b, chi)  # B is confident: its label goes to A (Eq. 8)
-        selected_a2b = confident_mask(log_p_a, chi)  # Eq. 9
+        selected_b2a = confident_mask(log_p_b, chi, log_eps)  # B is confident: its label goes to A (Eq. 8)
+        selected_a2b = confident_mask(log_p_a, chi, log_eps)  # Eq. 9
         if self.args.knowledge == "kdcl":  # the ensemble's prediction teaches both, on every sample
             ensemble = (log_p_a.exp() + log_p_b.exp()).detach() / 2
-            peer_a = distillation_loss(ensemble, log_p_a, selected_b2a)
-            peer_b = distillation_loss(ensemble, log_p_b, selected_a2b)
+            peer_a = distillation_loss(ensemble, log_p_a, selected_b2a, log_eps)
+            peer_b = distillation_loss(ensemble, log_p_b, selected_a2b, log_eps)
         elif self.args.knowledge == "zero":  # no term at all, not a zero-weighted one: nothing flows
             peer_a = peer_b = torch.zeros((), device=x.device)
         else:  # Eqs. 10-11: distillation_loss detaches the peer's label
-            peer_a = distillation_loss(target_b, log_p_a, selected_b2a)
-            peer_b = distillation_loss(target_a, log_p_b, selected_a2b)
+            peer_a = distillation_loss(target_b, log_p_a, selected_b2a, log_eps)
+            peer_b = distillation_loss(target_a, log_p_b, selected_a2b, log_eps)
 
         with torch.no_grad():
             ensemble_log_probs = torch.logsumexp(torch.stack([log_p_a, log_p_b]), dim=0) - math.log(2)

@@ -12,6 +12,17 @@ Stop-gradient (the paper's semantics, default): p inside the target is detached,
 to the logits is p - q~. ``detach_target=False`` keeps the gradient through p, as ProSelfLC's older code does.
 eps itself never carries a gradient. CP is the exception: its target -eps p must keep the gradient (detached,
 its term has zero gradient), so it always does.
+
+The log of H(q~, p) (``log_eps``, :mod:`noisykd.losses.selfkd`): exact by default (the paper's equations);
+``log_eps=1e-6`` takes ln(p + 1e-6) as ProSelfLC's official code and CMD's appendix do, which halves the
+gradient of a sample whose given label has probability 1e-6 (the paper configs under ``configs/cmd`` set it).
+eps (Eq. 5/6) and Mconf's r always use the exact entropy (ProSelfLC's code: ln(p + 1e-12), the same within 1e-9).
+
+The time t of ProSelfLC's g(t) is :class:`~noisykd.methods.base.Progress`'s 0-based counter: the optimiser step
+(``schedule_unit="iterations"``: the number of updates made before this batch, Gamma = steps per epoch x
+epochs) or the epoch (``"epochs"``: 0 in the first epoch, Gamma = the number of epochs). The official code
+counts both from 1, so its t/Gamma is ours + 1/Gamma: negligible in iteration mode, one epoch's shift of g in
+epoch mode (see :func:`~noisykd.losses.selfkd.proselflc_global_trust`).
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ import torch
 from ..errors import ConfigError
 from ..losses import LOSS_PRESETS
 from ..losses.selfkd import (
+    check_log_eps,
     confidence_penalty_target,
     label_smoothing_target,
     mconf_global_trust,
@@ -49,8 +61,10 @@ FIXED_EPSILON = {"ls": LOSS_PRESETS["ls"]["epsilon"], "cp": LOSS_PRESETS["cp"]["
                  "boot": round(1.0 - LOSS_PRESETS["boot"]["beta"], 10)}
 
 
-def check_self_correction_args(kind: str, b1: float, transit: float, rho: float, epsilon: float | None) -> None:
+def check_self_correction_args(kind: str, b1: float, transit: float, rho: float, epsilon: float | None,
+                               log_eps: float | None = None) -> None:
     """ConfigError naming the ``method_args`` key for a value out of range."""
+    check_log_eps(log_eps, "method_args.log_eps")
     if not b1 >= 0:
         raise ConfigError(f"method_args.b1 must be >= 0 (the smoothness of h; the authors' grid is 4-14), got {b1}")
     if not 0 <= transit <= 1:
@@ -144,17 +158,21 @@ class ProSelfLCArgs:
 
     b1:            smoothness of g(t) = h(t/Gamma - transit, b1) (default 6; the authors' grid 4-14).
     transit:       the point t/Gamma where g(t) = 0.5 (0.5).
-    schedule_unit: "iterations" (t and Gamma in optimiser steps, the default) or "epochs".
+    schedule_unit: "iterations" (t and Gamma in optimiser steps, the default) or "epochs"; t is 0-based
+                   (the official code's counters start at 1: one epoch's shift of g in epoch mode).
     detach_target: detach p inside q~ (paper); False keeps the gradient (ProSelfLC's older code).
+    log_eps:       None (default): H(q~, p) with the exact ln p; a float >= 0: ln(p + log_eps), as the official
+                   ProSelfLC code (1e-6, ``crossentropy.py``).
     """
 
     b1: float = 6.0
     transit: float = 0.5
     schedule_unit: ScheduleUnit = "iterations"
     detach_target: bool = True
+    log_eps: float | None = None
 
     def validate(self, epochs: int) -> None:
-        check_self_correction_args("proselflc", self.b1, self.transit, 0.5, None)
+        check_self_correction_args("proselflc", self.b1, self.transit, 0.5, None, self.log_eps)
 
 
 @dataclass(frozen=True)
@@ -164,14 +182,16 @@ class MconfArgs:
     b1:            smoothness of g(r) = h(r - rho, b1) (default 6, as ProSelfLC's).
     rho:           the certainty above which the model is trusted more (0.5, "in all our experiments").
     detach_target: detach p inside q~ (paper); False keeps the gradient.
+    log_eps:       None (default): exact ln p in H(q~, p); a float >= 0: ln(p + log_eps) (CMD appendix C, 1e-6).
     """
 
     b1: float = 6.0
     rho: float = 0.5
     detach_target: bool = True
+    log_eps: float | None = None
 
     def validate(self, epochs: int) -> None:
-        check_self_correction_args("mconf", self.b1, 0.5, self.rho, None)
+        check_self_correction_args("mconf", self.b1, 0.5, self.rho, None, self.log_eps)
 
 
 class SelfLabelCorrection(Method):
@@ -189,12 +209,13 @@ class SelfLabelCorrection(Method):
         options = {k: getattr(args, k) for k in ("b1", "transit", "schedule_unit", "rho", "detach_target")
                    if hasattr(args, k)}
         self.correction = SelfCorrection(self.kind, ctx.num_classes, **options)
+        self.log_eps = getattr(args, "log_eps", None)
 
     def training_step(self, batch: Batch) -> StepOutput:
         logits = self.net(batch.views["train"])
         log_probs = torch.log_softmax(logits.float(), dim=1)
         target, eps = self.correction.target(batch.labels, log_probs, batch.progress)
-        loss = target_cross_entropy(target, log_probs).mean()
+        loss = target_cross_entropy(target, log_probs, self.log_eps).mean()
         return StepOutput(loss=loss, logits=logits, metrics={
             "epsilon": eps, "global_trust": self.correction.global_trust(batch.progress),
             "norm_entropy": normalized_entropy(log_probs.detach())})

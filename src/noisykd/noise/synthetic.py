@@ -11,7 +11,13 @@ is corrupted independently with probability ``rate``; the realised rate is repor
 ``NoisyLabels.noise_rate``. ``exact=True``: exactly ``round(rate * n)`` samples are corrupted, ``n`` being the
 number of samples the noise can touch (all of them for symmetric and pair-flip noise, those of the mapped
 classes for the asymmetric maps), as in DivideMix-style code that shuffles and takes the first ``r·N``.
-In both modes one uniform number ``u_i`` per sample decides (``u_i < rate``, or the ``k`` smallest ``u_i``),
+Symmetric noise also has ``count="ceil"`` (spec ``sym-all-exact:R``): exactly ceil(R·N) samples, GJS's count
+(``ErikEnglesson/GJS``, ``datasets/cifar.py``, ``symmetric_noise``: a permutation of the N indices, and the
+i-th one, 0-based, is redrawn while ``i < percent * N``, i.e. ceil(R·N) of them with R·N in float64, so
+0.07 · 100 = 7.000000000000001 redraws 8), each redrawn label uniform among **all** C classes
+(``np.random.randint(C)``: about 1/C of them keep their label). Only the random stream differs from GJS's
+(numpy's global RandomState there): the same count, the same law, other samples.
+In all modes one uniform number ``u_i`` per sample decides (``u_i < rate``, or the ``k`` smallest ``u_i``),
 so for a fixed seed the noisy set at a lower rate is a subset of the noisy set at a higher rate, with the same
 new labels: runs at 20/40/60 % differ only by the extra noise.
 """
@@ -30,6 +36,8 @@ from ..registry import Registry
 from .labels import NoisyLabels, _as_int64, check_clean_labels, check_rate, check_seed, rate_from_text
 
 SYMMETRIC_CONVENTIONS = ("other", "all")
+#: How ``exact=True`` counts the samples to corrupt: round(R·n) (default) or ceil(R·n) (GJS's code).
+EXACT_COUNTS = ("round", "ceil")
 
 #: CIFAR-10 asymmetric noise (Patrini et al. 2017): truck→automobile, bird→airplane, cat↔dog, deer→horse.
 CIFAR10_ASYM_MAP: dict[int, int] = {9: 1, 2: 0, 3: 5, 5: 3, 4: 7}
@@ -111,29 +119,37 @@ def cifar100_asym_targets(grouping: str = "superclass") -> np.ndarray:
 # ---- generators -----------------------------------------------------------------------------------------
 
 def symmetric(clean_labels: np.ndarray, num_classes: int, rate: float, seed: int, *,
-              convention: str = "other", exact: bool = False) -> NoisyLabels:
+              convention: str = "other", exact: bool = False, count: str = "round") -> NoisyLabels:
     """Symmetric (uniform) noise.
 
-    Each selected sample (probability ``rate``, or exactly ``round(rate·N)`` with ``exact=True``) gets a label
+    Each selected sample (probability ``rate``, or exactly k of them with ``exact=True``) gets a label
     drawn uniformly among the **other** C-1 classes (``convention="other"``, default; CMD, MODUL: realised
     rate ≈ rate) or among **all** C classes (``convention="all"``; GJS/NRD: the label may stay the same, so the
     realised rate ≈ rate·(C-1)/C).
 
-    clean_labels: int N in [0, C). Returns NoisyLabels of kind ``"symmetric"``.
+    count (with ``exact=True``): ``"round"`` (default) k = round(rate·N), halves up; ``"ceil"`` k =
+    min(N, ceil(rate·N)) with rate·N in float64, GJS's ``i < percent * len(data)`` (see the module docstring).
+    clean_labels: int N in [0, C). Returns NoisyLabels of kind ``"symmetric"`` (params record ``count`` when
+    it is ``"ceil"``).
     """
     clean, rate, seed, num_classes = _check_common(clean_labels, num_classes, rate, seed)
     if convention not in SYMMETRIC_CONVENTIONS:
         raise DataError(f"convention must be one of {SYMMETRIC_CONVENTIONS}, got {convention!r}")
+    if count not in EXACT_COUNTS:
+        raise DataError(f"count must be one of {EXACT_COUNTS}, got {count!r}")
+    if count != "round" and not exact:
+        raise DataError(f"count={count!r} is the number of samples of exact=True; exact is False")
     rng = _rng(seed)
-    chosen = _select(rng, np.ones(len(clean), dtype=bool), rate, exact)
+    chosen = _select(rng, np.ones(len(clean), dtype=bool), rate, exact, count)
     if convention == "other":
         # A uniform non-zero offset mod C is a uniform draw among the other C-1 classes.
         proposal = (clean + rng.integers(1, num_classes, size=len(clean))) % num_classes
     else:
         proposal = rng.integers(0, num_classes, size=len(clean))
     labels = np.where(chosen, proposal, clean)
+    extra = {"count": count} if count != "round" else {}
     return _result(labels, clean, "symmetric", rate=rate, seed=seed, num_classes=num_classes,
-                   convention=convention, exact=bool(exact))
+                   convention=convention, exact=bool(exact), **extra)
 
 
 def asymmetric_cifar10(clean_labels: np.ndarray, num_classes: int, rate: float, seed: int, *,
@@ -253,6 +269,14 @@ def _symmetric_all(clean, num_classes, rate, seed, *, features=None, **options) 
     return symmetric(clean, num_classes, rate, seed, convention="all", **options)
 
 
+def _symmetric_all_exact(clean, num_classes, rate, seed, *, features=None, **options) -> NoisyLabels:
+    """GJS's symmetric noise: exactly ceil(R·N) labels redrawn among all classes (some stay the same)."""
+    fixed = sorted(set(options) & {"convention", "exact", "count"})
+    if fixed:
+        raise DataError(f"sym-all-exact fixes convention, exact and count; got {fixed}")
+    return symmetric(clean, num_classes, rate, seed, convention="all", exact=True, count="ceil", **options)
+
+
 def _asymmetric(clean, num_classes, rate, seed, *, features=None, **options) -> NoisyLabels:
     """asymmetric: CIFAR-10 truck->automobile, bird->airplane, cat<->dog, deer->horse; CIFAR-100 next in superclass.
 
@@ -280,7 +304,8 @@ def _instance(clean, num_classes, rate, seed, *, features=None, **options) -> No
 
 #: Synthetic noise kinds (the part of a noise spec before ':'); each entry's metadata holds its usage.
 NOISE_KINDS: Registry = Registry("noise kind", error=DataError)
-for _kind, _fn in (("sym", _symmetric_other), ("sym-all", _symmetric_all), ("asym", _asymmetric),
+for _kind, _fn in (("sym", _symmetric_other), ("sym-all", _symmetric_all),
+                   ("sym-all-exact", _symmetric_all_exact), ("asym", _asymmetric),
                    ("pairflip", _pair_flip), ("instance", _instance)):
     NOISE_KINDS.register(_kind, _fn, usage=f"{_kind}:R")
 
@@ -291,8 +316,8 @@ NOISE_SPECS = {"none": "clean labels",
 
 def make_noise(spec: str, clean: np.ndarray, num_classes: int, seed: int, *,
                features: np.ndarray | None = None, dataset: str | None = None, **options) -> NoisyLabels:
-    """Build noise from a CLI spec: ``none``, ``sym:0.4``, ``sym-all:0.4``, ``asym:0.4``, ``pairflip:0.45``,
-    ``instance:0.4``. R is a fraction in [0, 1].
+    """Build noise from a CLI spec: ``none``, ``sym:0.4``, ``sym-all:0.4``, ``sym-all-exact:0.4``, ``asym:0.4``,
+    ``pairflip:0.45``, ``instance:0.4``. R is a fraction in [0, 1].
 
     ``options`` go to the generator (``exact=True``, ``grouping="consecutive"``, ``norm_std=0.2``);
     ``features`` is required by ``instance``. ``dataset``: the data set's name; ``asym`` is refused for one
@@ -343,17 +368,28 @@ def _check_common(clean_labels, num_classes, rate, seed) -> tuple[np.ndarray, fl
     return check_clean_labels(clean_labels, num_classes), check_rate(rate), check_seed(seed), num_classes
 
 
-def _select(rng: np.random.Generator, eligible: np.ndarray, rate: float, exact: bool) -> np.ndarray:
+def _select(rng: np.random.Generator, eligible: np.ndarray, rate: float, exact: bool,
+            count: str = "round") -> np.ndarray:
     """bool N: which eligible samples to corrupt. One uniform per sample (drawn for all N, eligible or not,
-    so the stream does not depend on the labels' order of classes); nested across rates for a fixed seed."""
+    so the stream does not depend on the labels' order of classes); nested across rates for a fixed seed.
+    With ``exact``: the k samples of smallest u, k by ``count`` (see :func:`exact_count`)."""
     u = rng.random(len(eligible))
     if not exact:
         return eligible & (u < rate)
     candidates = np.flatnonzero(eligible)
-    k = int(math.floor(rate * len(candidates) + 0.5))  # round half up, not Python's banker's rounding
+    k = exact_count(rate, len(candidates), count)
     chosen = np.zeros(len(eligible), dtype=bool)
     chosen[candidates[np.argsort(u[candidates], kind="stable")[:k]]] = True
     return chosen
+
+
+def exact_count(rate: float, n: int, count: str = "round") -> int:
+    """How many of n samples ``exact=True`` corrupts: ``"round"``, round(rate·n) with halves up (not Python's
+    banker's rounding); ``"ceil"``, the number of i in 0..n-1 with i < rate·n in float64 = min(n, ceil(rate·n))
+    (GJS's loop; 0.07 · 100 = 7.000000000000001 gives 8, 0.2 · 7 = 1.4 gives 2)."""
+    if count == "ceil":
+        return min(n, math.ceil(rate * n))
+    return int(math.floor(rate * n + 0.5))
 
 
 def _class_map_noise(clean_labels, num_classes, rate, seed, targets: np.ndarray, exact: bool, kind: str,
