@@ -118,6 +118,7 @@ def test_bkd_run_splits_and_detects(bkd_run):
 def test_bkd_histories_are_kept_per_epoch(bkd_run):
     samples = np.load(bkd_run.out_dir / "samples.npz")
     history = samples["p_agree_history"]
+    assert history.dtype == np.float32 and samples["p_teacher_history"].dtype == np.float32  # as the authors' code
     train_rows = ~np.isnan(history[:, 0])
     assert history.shape[1] == 12 and train_rows.sum() == bkd_run.summary["train_samples"]
     assert not np.isnan(history[train_rows]).any()

@@ -303,7 +303,7 @@ def test_tipping_fallback():
     assert tipping_epoch_with_fallback(peak, deadline=7).as_dict() == {"epoch": 4, "detected_at": 6,
                                                                       "fallback": False}
     assert tipping_epoch_with_fallback(peak, deadline=6).fallback
-    # the authors' code: no maximum by 10 recorded epochs → epoch 8
+    # an early commit of the authors' code (1c3c351, removed in 8cec543): no maximum by 10 recorded epochs → epoch 8
     res = tipping_epoch_with_fallback(rising[:10], deadline=10, fallback_epoch=8)
     assert (res.epoch, res.fallback) == (8, True)
     assert tipping_epoch_with_fallback(rising[:5]) is None                         # no deadline: wait

@@ -40,6 +40,9 @@ from ._checks import _as_unit_1d
 
 VARIANCES = ("sigma2", "sigma")
 SEARCHES = ("grid", "histogram")
+#: How ``search="histogram"`` represents a bin in μ1, μ2 and Q: its centre (default) or its left edge i/bins
+#: (the authors' code).
+MEANS = ("centre", "left_edge")
 #: α¹ < α² < α³ < α⁴ of the paper (Sec. 5.1), for groups 0 (most likely clean) ... 3 (most likely noisy).
 DEFAULT_ALPHAS = (0.30, 0.45, 0.55, 0.70)
 #: Group index → the condition on the value v, as in the paper's Sec. 4.3.
@@ -52,12 +55,12 @@ class OtsuResult:
 
     threshold: s, the grid point maximising Q (X1 = {v <= s}, X2 = {v > s}); also available as ``.s``.
     mu1, mu2:  means of X1 (the lower, likely-noisy class) and X2 (the upper, likely-clean class);
-               μ1 <= s < μ2 always.
+               μ1 <= s < μ2 always (μ1 <= s <= μ2 with ``means="left_edge"``).
     q:         Q(s), the maximised objective (+inf when both classes have zero within-class variance).
     n1, n2:    sizes of X1 and X2 (n1 + n2 = N).
     sigma1, sigma2: within-class standard deviations of X1 and X2 (before any ``min_variance`` floor).
     mu:        mean of all values.
-    variance, search, step, bins, min_variance: the options used.
+    variance, search, step, bins, min_variance, means: the options used.
     """
 
     threshold: float
@@ -74,6 +77,7 @@ class OtsuResult:
     step: float
     bins: int
     min_variance: float
+    means: str = "centre"
 
     @property
     def s(self) -> float:
@@ -102,7 +106,7 @@ def threshold_grid(step: float = 0.001) -> np.ndarray:
     return np.arange(n + 1, dtype=np.float64) * step
 
 
-def _check_options(variance: str, search: str, bins: int, min_variance: float) -> None:
+def _check_options(variance: str, search: str, bins: int, min_variance: float, means: str = "centre") -> None:
     if variance not in VARIANCES:
         raise ConfigError(f"variance must be one of {VARIANCES} ('sigma2': Eq. 6 of the paper; 'sigma': the "
                           f"authors' code), got {variance!r}")
@@ -114,10 +118,16 @@ def _check_options(variance: str, search: str, bins: int, min_variance: float) -
     if not (isinstance(min_variance, (int, float, np.floating, np.integer)) and np.isfinite(min_variance)
             and min_variance >= 0):
         raise ConfigError(f"min_variance must be a finite number >= 0, got {min_variance!r}")
+    if means not in MEANS:
+        raise ConfigError(f"means must be one of {MEANS} ('centre': a histogram bin counts at its centre; "
+                          f"'left_edge': at its left edge, the authors' code), got {means!r}")
+    if means == "left_edge" and search != "histogram":
+        raise ConfigError("means='left_edge' applies to search='histogram' only (the grid search uses the exact "
+                          f"values), got search={search!r}")
 
 
 def otsu_threshold(values, step: float = 0.001, variance: str = "sigma2", search: str = "grid", *,
-                   bins: int = 1000, min_variance: float = 0.0) -> OtsuResult:
+                   bins: int = 1000, min_variance: float = 0.0, means: str = "centre") -> OtsuResult:
     """Otsu's threshold of BKD (Eq. 6) on values in [0, 1].
 
     Parameters
@@ -128,24 +138,34 @@ def otsu_threshold(values, step: float = 0.001, variance: str = "sigma2", search
     step : float
         Grid spacing Δs; the thresholds tried are ``threshold_grid(step)`` = {0, Δs, ..., 1}. Thresholds
         that leave X1 or X2 empty are skipped. Ties (equal Q, e.g. all grid points between the same two
-        neighbouring values) go to the smallest s.
+        neighbouring values) go to the smallest s. Q is computed in float64. The authors' code takes
+        ``torch.argmax`` (also the first maximum) of Q computed per s in float32, with sums whose rounding
+        depends on s: Q values equal in exact arithmetic (a run of empty bins: the same partition) may then
+        differ by an ulp and another s of the run win, which changes the reported s but no group; and two
+        different partitions whose Q agree to float32 precision (~1e-7 relative) may be ordered the other
+        way, which changes the split. No option reproduces that rounding.
     variance : {"sigma2", "sigma"}
         "sigma2" (default, the paper's Eq. 6): denominator n1σ1² + n2σ2². "sigma": n1σ1 + n2σ2, which is
         what the authors' code computes; an option for reproducing their numbers.
     search : {"grid", "histogram"}
         "grid" (default): the classes are formed from the exact values. "histogram": the values are first
         binned into ``bins`` equal bins on [0, 1] (``torch.histc(p, 1000, 0, 1)`` in the authors' code) and
-        every sample is represented by its bin centre; an option for reproducing the authors' code. With
-        Δs = 1/bins the split at s = j/bins is exactly the authors' ``hist[:j]`` / ``hist[j:]``; their code
-        represents bin i by its left edge i/1000 instead of its centre, so their reported μ1, μ2 are lower
-        by half a bin (0.0005), and it tries only s ∈ [0.002, 0.997]. μ is the exact mean of the values in
-        both modes (as in the authors' code).
+        every sample is represented by its bin centre (or left edge, ``means``); an option for reproducing
+        the authors' code. With Δs = 1/bins the split at s = j/bins is exactly the authors' ``hist[:j]`` /
+        ``hist[j:]``, whatever ``means``; their code tries only s ∈ [0.002, 0.997] (we try every grid
+        point). μ is the exact mean of the values in both modes (as in the authors' code).
     bins : int
         Number of histogram bins for ``search="histogram"`` (ignored otherwise).
     min_variance : float
         Floor applied to each within-class variance σ² inside Q (default 0: none). The authors' code clamps
-        σ² at 1e-5; ``otsu_threshold(v, variance="sigma", search="histogram", min_variance=1e-5)`` is the
-        closest setting to their code.
+        σ² at 1e-5; ``otsu_threshold(v, variance="sigma", search="histogram", min_variance=1e-5,
+        means="left_edge")`` is the closest setting to their code.
+    means : {"centre", "left_edge"}
+        With ``search="histogram"``: the value a bin's samples count with in μ1, μ2 and hence in Q's
+        between-class term. "centre" (default): (i + 0.5)/bins. "left_edge": i/bins, as the authors' code
+        (``torch.arange(0, s) / 1000``): μ1, μ2 half a bin (0.0005) lower, and since μ stays the exact mean
+        the between-class term, Q and possibly s change too (σ1, σ2 do not: a shift). The split points and
+        the bins' membership are the same. ConfigError with ``search="grid"``.
 
     Returns
     -------
@@ -168,21 +188,24 @@ def otsu_threshold(values, step: float = 0.001, variance: str = "sigma2", search
     >>> res.s, round(res.mu1, 6), round(res.mu2, 6), (res.n1, res.n2)
     (0.3, 0.2, 0.85, (3, 2))
     """
-    _check_options(variance, search, bins, min_variance)
+    _check_options(variance, search, bins, min_variance, means)
     grid = threshold_grid(step)
     v = _as_unit_1d(values, "values", min_len=2)
     n = len(v)
     mu = float(v.mean())
 
-    # The support: sorted distinct values (or occupied bin centres) with their counts.
+    # The support: sorted distinct values (or occupied bins) with their counts. ``pos`` places each on the
+    # line for the split (X1 = support <= s), ``x`` is the value it counts with in the sums.
     if search == "grid":
         x, w = np.unique(v, return_counts=True)
+        pos = x
         if len(x) < 2:
             raise DataError(f"all {n} values equal {x[0]:.6g}: no threshold separates them into two classes")
     else:
         counts, _ = np.histogram(v, bins=bins, range=(0.0, 1.0))  # the last bin includes 1.0, as histc
         occupied = np.flatnonzero(counts)
-        x, w = (occupied + 0.5) / bins, counts[occupied]
+        pos, w = (occupied + 0.5) / bins, counts[occupied]  # bin i lies in X1 iff (i + 0.5)/bins <= s
+        x = pos if means == "centre" else occupied / bins
         if len(x) < 2:
             raise DataError(f"all {n} values fall into one of the {bins} histogram bins "
                             f"([{occupied[0] / bins:.6g}, {(occupied[0] + 1) / bins:.6g})): no threshold "
@@ -215,7 +238,7 @@ def otsu_threshold(values, step: float = 0.001, variance: str = "sigma2", search
         q_split = np.where(within > 0, between / np.where(within > 0, within, 1.0), np.inf)
 
     # Map every grid point to its split: j = number of distinct values <= s.
-    jg = np.searchsorted(x, grid, side="right")
+    jg = np.searchsorted(pos, grid, side="right")
     valid = (jg >= 1) & (jg <= u - 1)
     if not valid.any():
         raise DataError(f"no threshold on the grid of step {step} separates the values (they span "
@@ -228,6 +251,7 @@ def otsu_threshold(values, step: float = 0.001, variance: str = "sigma2", search
         threshold=float(grid[g]), mu1=mu + float(d1[k]), mu2=mu + float(d2[k]), q=float(q_split[k]),
         n1=int(n1[k]), n2=int(n2[k]), sigma1=float(np.sqrt(var1[k])), sigma2=float(np.sqrt(var2[k])), mu=mu,
         variance=variance, search=search, step=float(step), bins=int(bins), min_variance=float(min_variance),
+        means=means,
     )
 
 

@@ -118,11 +118,13 @@ def tipping_epoch_with_fallback(series, k: int = DEFAULT_K, min_epochs: int = DE
         fitting epoch is the first arg-max of ``series[k:deadline]`` (the epochs the detector itself can
         choose: the first k cannot be the centre of a full window, and a network's very first epochs often
         show a short-lived high that is not the tipping point), reported with ``fallback=True``; the caller
-        should log it. None (default): no fallback, as in the paper.
+        should log it. None (default): no fallback, as in the paper and in the authors' current code
+        (TimoK93/blind_knowledge_distillation at 56ae05a, ``detect_overfitting_epoch``), which then never
+        finds a fitting epoch and trains on CE to the end.
     fallback_epoch : int, optional
-        Use this fixed epoch as the fallback instead of the arg-max. The authors' code (``if len(x) == 10:
-        return 8``) amounts to ``deadline=10, fallback_epoch=8``, except that it does not look at the window
-        completed by the 10th epoch first.
+        Use this fixed epoch as the fallback instead of the arg-max. (One intermediate commit of the authors'
+        code, 1c3c351, forced epoch 8 once 10 epochs were recorded; the next commit, 8cec543, removed it
+        again: their current code forces no epoch.)
 
     Returns
     -------

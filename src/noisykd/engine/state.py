@@ -146,12 +146,16 @@ class SampleStore:
         return {name: t.detach().cpu().clone() for name, t in self._tensors.items()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Restore entries saved by :meth:`state_dict` (entries are created if missing)."""
+        """Restore entries saved by :meth:`state_dict` (entries are created if missing). An entry saved in a
+        narrower float type than this run's (float16 histories of an older version, now float32) is widened,
+        which keeps every value; any other shape or dtype change is a CheckpointError."""
         for name, tensor in state.items():
             if tensor.shape[0] != self.num_samples:
                 raise CheckpointError(f"sample-state entry {name!r} has {tensor.shape[0]} rows, expected "
                                       f"{self.num_samples} (a checkpoint of another data set?)")
             current = self._tensors.get(name)
+            if current is not None and current.shape == tensor.shape and _exact_upcast(tensor.dtype, current.dtype):
+                tensor = tensor.to(current.dtype)  # e.g. float16 histories of an older version: every value kept
             if current is not None and (current.shape != tensor.shape or current.dtype != tensor.dtype):
                 raise CheckpointError(f"sample-state entry {name!r} is {tuple(tensor.shape)} {tensor.dtype} in the "
                                       f"checkpoint but {tuple(current.shape)} {current.dtype} in this run (another "
@@ -191,3 +195,11 @@ def _fmt(value) -> str:
     if isinstance(value, (np.floating, float)):
         return "" if np.isnan(value) else f"{float(value):.6g}"
     return str(value.item() if hasattr(value, "item") else value)
+
+
+def _exact_upcast(saved: torch.dtype, wanted: torch.dtype) -> bool:
+    """Whether every ``saved`` value is exactly a ``wanted`` value: float16 / bfloat16 into float32 or float64,
+    float32 into float64."""
+    widening = {torch.float16: (torch.float32, torch.float64), torch.bfloat16: (torch.float32, torch.float64),
+                torch.float32: (torch.float64,)}
+    return wanted in widening.get(saved, ())
