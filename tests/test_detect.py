@@ -450,6 +450,13 @@ def test_find_label_issues_synthetic():
     # μ1 ⊂ s ⊂ μ2: the flagged sets are nested
     assert not (issues.is_label_issue & ~s.is_label_issue).any() and not (s.is_label_issue & ~mu2.is_label_issue).any()
     assert detection_metrics(noisy, find_label_issues(labels, probs, method="gmm").is_label_issue)["f1"] > 0.95
+    # BKD's authors' Otsu (left bin edges): the means sit half a bin (0.0005) below the bin-centre ones
+    hist = dict(search="histogram", bins=1000, variance="sigma", min_variance=1e-5)
+    centre = find_label_issues(labels, probs, **hist)
+    left = find_label_issues(labels, probs, means="left_edge", **hist)
+    if left.thresholds["s"] == centre.thresholds["s"]:
+        assert left.thresholds["mu1"] == pytest.approx(centre.thresholds["mu1"] - 0.0005, abs=1e-9)
+    assert left.thresholds["mu1"] < centre.thresholds["mu1"]
     sl = find_label_issues(labels, probs, method="small_loss", noise_rate=noisy.mean())
     assert detection_metrics(noisy, sl.is_label_issue)["f1"] > 0.95
     am = find_label_issues(labels, probs, method="argmax")

@@ -32,9 +32,9 @@ from .otsu import assign_groups, otsu_threshold
 
 #: The detection rules :func:`find_label_issues` knows, with the options each accepts as keyword arguments.
 METHODS: dict[str, tuple[str, ...]] = {
-    "otsu_mu1": ("step", "variance", "search", "bins", "min_variance"),
-    "otsu_s": ("step", "variance", "search", "bins", "min_variance"),
-    "otsu_mu2": ("step", "variance", "search", "bins", "min_variance"),
+    "otsu_mu1": ("step", "variance", "search", "bins", "min_variance", "means"),
+    "otsu_s": ("step", "variance", "search", "bins", "min_variance", "means"),
+    "otsu_mu2": ("step", "variance", "search", "bins", "min_variance", "means"),
     "gmm": ("max_iter", "tol", "reg_covar", "threshold"),
     "small_loss": ("noise_rate",),
     "argmax": (),
@@ -224,7 +224,8 @@ def find_label_issues(labels, pred_probs=None, *, scores=None, method: str = "ot
         "otsu_mu1" (default, BKD's detection rule, best F1 in its Table 2): flag score < μ1;
         "otsu_s": flag score <= s (the lower Otsu class X1); "otsu_mu2": flag score < μ2 (the most
         liberal); all three run :func:`otsu_threshold` on the scores (options ``step``, ``variance``,
-        ``search``, ``bins``, ``min_variance`` as keyword arguments).
+        ``search``, ``bins``, ``min_variance``, ``means`` as keyword arguments; BKD's authors' code:
+        ``variance="sigma", search="histogram", bins=1000, min_variance=1e-5, means="left_edge"``).
         "gmm": DivideMix's two-component mixture on the loss −log(score + 1e-12), flag clean
         probability < 0.5 (options ``max_iter``, ``tol``, ``reg_covar``, and ``threshold`` = 0.5).
         "small_loss": flag the ``noise_rate`` fraction (required keyword) with the smallest scores.
