@@ -366,7 +366,7 @@ def test_resume_from_weights_only_or_with_other_shapes_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match=r"optim.epochs: 2 in the checkpoint, 3 now .*--extend"):
         train(longer, resume=True)
     # extending is asked for, but BKD's per-epoch histories were sized for 2 epochs: refused, naming the entry
-    with pytest.raises(CheckpointError, match=r"entry 'p_teacher_history' is \(1257, 2\) torch.float16 in the "
+    with pytest.raises(CheckpointError, match=r"entry 'p_teacher_history' is \(1257, 2\) torch.float32 in the "
                                               r"checkpoint but \(1257, 3\)"):
         Trainer(load_config(base=longer), progress=False).run(resume=True, extend=True)
 

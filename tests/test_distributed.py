@@ -26,7 +26,7 @@ from noisykd.engine import SampleStore, Trainer  # noqa: E402
 from noisykd.engine.distributed import Processes, rank_part, resolve_backend  # noqa: E402
 from noisykd.engine.feed import training_batch_sizes  # noqa: E402
 from noisykd.engine.meters import EpochMeter  # noqa: E402
-from noisykd.engine.trainer import check_world_size  # noqa: E402
+from noisykd.engine.resume import check_world_size  # noqa: E402
 from noisykd.errors import CheckpointError, ConfigError  # noqa: E402
 from noisykd.methods import list_methods  # noqa: E402
 

@@ -188,24 +188,13 @@ def _check_same_config(folder: Path, config: dict) -> None:
         return
     saved = load_config(saved_path).to_dict()
     wanted = load_config(base=config).to_dict()
-    from .engine.trainer import RESUME_MAY_CHANGE  # where a run trains and writes, not what it computes
+    from .engine.resume import config_fingerprint  # the keys that decide what a run computes
 
-    differ = sorted(k for k in set(_flat(saved)) | set(_flat(wanted))
-                    if k.split(".")[0] not in RESUME_MAY_CHANGE and k not in RESUME_MAY_CHANGE
-                    and _flat(saved).get(k) != _flat(wanted).get(k))
+    saved, wanted = config_fingerprint(saved), config_fingerprint(wanted)
+    differ = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
     if differ:
         raise ConfigError(f"{folder} holds a run of another config (differs in {', '.join(differ)}); "
                           "use another --out, or remove that folder")
-
-
-def _flat(data: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in data.items():
-        if isinstance(value, dict) and value and key not in ("method_args", "kwargs"):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def mean_std(values: Sequence[float | None]) -> dict[str, float | int | None]:

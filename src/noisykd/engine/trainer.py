@@ -4,7 +4,8 @@ The engine owns data on the device, augmentation, the optimiser and its schedule
 logging, checkpoints and resumption; a method (``noisykd.methods``, contract in ``methods/base.py``) owns its
 networks, its loss and its per-sample decisions. The pieces live next to this file: ``feed`` (batches by
 index), ``networks`` (roles), ``schedule``, ``step`` (one optimiser step), ``meters`` (epoch sums on the
-device), ``outputs`` (per-sample results), ``report`` (files and plots), ``checkpoint``.
+device), ``outputs`` (per-sample results), ``report`` (files and plots), ``checkpoint``, ``resume`` (what a
+resumed run must match, what the processes must agree on), ``tensorboard`` (the scalars of ``log.tensorboard``).
 
 Reproducibility: all randomness comes from four generators (batch order, augmentation, the method's own, and
 torch's global one for dropout and initialisation), whose states go into every checkpoint together with the
@@ -41,29 +42,27 @@ from .. import augment, plots
 from ..calibration import Reliability, reliability
 from ..config import RunConfig, save_config
 from ..data import ImageSplit
-from ..errors import CheckpointError, ConfigError, ContractError, DataError, DivergedError, OutputError
+from ..errors import CheckpointError, ConfigError, ContractError, DataError, DivergedError
 from ..methods import (Batch, EvalBatch, GroundTruth, Method, MethodContext, Prediction, Progress, View, Views,
                        create_method)
 from ..models import create_model, wrap_module
 from . import distributed, guard, report
-from .checkpoint import (BEST, find_resume_checkpoint, has_checkpoint, load_checkpoint, output_error, run_folder_of,
-                         save_atomic, save_rotating)
+from .checkpoint import BEST, has_checkpoint, output_error, run_folder_of, save_atomic, save_rotating
 from .feed import ImageFeed, training_batch_sizes
 from .meters import ENGINE_METRICS, EpochMeter
 from .networks import NetworkSet
 from .outputs import collect_outputs
 from .progress import ProgressBar, epoch_line
 from .inputs import record_inputs, verify_inputs
+from .resume import (CHECKPOINT_FORMAT, READABLE_FORMATS, check_same_config, check_same_data, check_world_size,
+                     checkpoint_on_every_rank, claim_new_run, resume_checkpoint)
 from .runfolder import RunFolder
 from .schedule import LearningRateSchedule
 from .setup import PreparedData, prepare_data
 from .state import SampleStore
 from .step import TrainStep
+from .tensorboard import add_epoch_scalars, tensorboard_writer
 
-#: Version of the checkpoint layout. Formats 1 (before network roles) and 2 (before the stratified validation
-#: split: a run resumed from it would train on other samples) still load for evaluation, not to resume.
-CHECKPOINT_FORMAT = 3
-READABLE_FORMATS = (1, 2, 3)
 StepCallback = Callable[["Trainer", int, int], None]  # (trainer, epoch, step_in_epoch)
 log = logging.getLogger("noisykd.engine")
 
@@ -156,19 +155,20 @@ class Trainer:
                 folder.check_writable()
                 stack.enter_context(folder.lock())
                 if not resume:
-                    return self._check_new_run(folder)
+                    return claim_new_run(folder)
                 verify_inputs(folder.path)  # an edited config.yaml or noisy_labels.npz: said, never overwritten
-                path, loaded["checkpoint"] = self._resume_state(resume, extend)
+                path, loaded["checkpoint"] = resume_checkpoint(self.out_dir if resume is True else resume, self.config,
+                                                               procs.world_size, extend)
                 return str(path)
 
             path = procs.on_writer(claim_folder, "the check of the run folder")
-            checkpoint = None if path is None else self._checkpoint_on_every_rank(path, loaded.get("checkpoint"))
+            checkpoint = None if path is None else checkpoint_on_every_rank(procs, path, loaded.get("checkpoint"))
 
             def start_outputs() -> None:  # rank 0 only
                 self._write_run_inputs(resumed=checkpoint is not None)
                 stack.enter_context(_log_to_file(self.out_dir / "train.log"))
                 if self.config.log.tensorboard:
-                    self.tensorboard = stack.enter_context(_tensorboard(self.out_dir / "tensorboard"))
+                    self.tensorboard = stack.enter_context(tensorboard_writer(self.out_dir / "tensorboard"))
                 folder.clear_finished()
 
             try:
@@ -203,45 +203,6 @@ class Trainer:
             procs.on_writer(lambda: folder.mark_finished(self.epoch), "the end of the run")
         return result
 
-    def _check_new_run(self, folder: RunFolder) -> None:
-        state = folder.state()
-        if state in ("resumable", "finished"):
-            raise OutputError(f"{folder.path} already holds a run; continue it with --resume, or choose another "
-                              "output folder")
-        if state == "foreign":
-            shown = ", ".join(folder.foreign_entries()[:5])
-            raise OutputError(f"{folder.path} is not empty (it holds {shown}); a new run writes only into an empty "
-                              "or new folder: choose another one")
-        folder.clear_leftovers()  # a run killed before its first checkpoint: start again
-        folder.claim()  # before anything else is written: these files are the run's own
-        return None
-
-    def _resume_state(self, resume: bool | str | Path, extend: bool) -> tuple[Path, dict]:
-        """The checkpoint to resume from, checked against this run: (its path, its contents)."""
-        path = find_resume_checkpoint(self.out_dir if resume is True else resume)
-        checkpoint = load_checkpoint(path)
-        _check_resumable(checkpoint, path)
-        _check_same_world_size(checkpoint, path, self.processes.world_size)
-        check_same_run(checkpoint["config"], self.config, extend=extend, epochs_done=checkpoint["epoch"])
-        log.info(f"resuming from {path} (epoch {checkpoint['epoch']} done)")
-        return path, checkpoint
-
-    def _checkpoint_on_every_rank(self, path: str, checkpoint: dict | None) -> dict:
-        """The checkpoint rank 0 checked (``checkpoint`` on rank 0): every other rank reads the file itself
-        where it sees it (a shared run folder); only when some rank cannot does rank 0 send it its copy."""
-        procs = self.processes
-        if procs.world_size == 1:
-            return checkpoint
-        if not procs.is_writer:
-            try:
-                checkpoint = load_checkpoint(Path(path))
-            except (OSError, CheckpointError):
-                checkpoint = None
-        if all(procs.all_gather_object(checkpoint is not None, "the reading of the checkpoint")):
-            return checkpoint
-        sent = procs.broadcast_object(checkpoint if procs.is_writer else None, "the sending of the checkpoint")
-        return checkpoint if checkpoint is not None else sent
-
     def _write_run_inputs(self, resumed: bool) -> None:
         """``config.yaml`` and ``noisy_labels.npz``: written by a new run (and by an extended one: its epochs
         changed); a resumed run checked that they are the run's own."""
@@ -267,8 +228,7 @@ class Trainer:
         if len(data.train) < 2 * procs.world_size:
             raise DataError(f"{cfg.data.spec}: {len(data.train)} training sample(s); BatchNorm needs at least 2 per "
                             f"process ({procs.world_size} process{'es' if procs.world_size > 1 else ''})")
-        if procs.world_size > 1:  # hashing every training image is for agreeing with other processes only
-            procs.check_same(_data_fingerprint(data), "the training data (images, labels, split)")
+        check_same_data(procs, data)
         self.feed = ImageFeed(data.train, self.device, cfg.data_on_device)
         self.clean_by_index = (torch.from_numpy(data.clean_labels).to(self.device)
                                if data.clean_labels is not None else None)
@@ -294,9 +254,7 @@ class Trainer:
         self.view_pipelines = self._build_view_pipelines()
         self.nets = NetworkSet(self.method.networks(), self.device, cfg.channels_last,
                                sync_batchnorm=cfg.distributed.sync_batchnorm and procs.world_size > 1)
-        if procs.world_size > 1:
-            procs.check_same((_config_fingerprint(cfg), self.nets.frozen_fingerprints),
-                             "the run's config (method, data, labels, network, optimiser, seeds...) or a frozen teacher")
+        check_same_config(procs, cfg, self.nets.frozen_fingerprints)
         optimizer = self._make_optimizer(self.nets.parameter_groups(cfg.optim.weight_decay))
         self.step_fn = TrainStep(optimizer, cfg.amp, self.device, procs if procs.distributed else None)
         self.epoch, self.step, self.history = 0, 0, []
@@ -416,9 +374,7 @@ class Trainer:
             if event.epoch == row["epoch"] and self.processes.is_writer:  # said once, not once per process
                 log.warning(f"collapse: {event.message(cfg.method, str(self.out_dir))}")
         if getattr(self, "tensorboard", None) is not None:
-            for key, value in row.items():
-                if isinstance(value, (int, float)) and key != "epoch":
-                    self.tensorboard.add_scalar(key, value, epoch + 1)
+            add_epoch_scalars(self.tensorboard, row, epoch + 1)
 
     def _check_ranks_agree(self) -> None:
         """Distributed runs, after each epoch: a ContractError unless the per-sample store, the networks and the
@@ -665,11 +621,6 @@ class Trainer:
         self.method.write_reports(out, self.history, truth)
 
 
-#: Config keys that may differ between a run and its resumption: where it runs and writes, not what it computes.
-RESUME_MAY_CHANGE = ("out_dir", "device", "data_on_device", "eval_batch_size", "expected", "threads", "log",
-                     "distributed.backend", "distributed.timeout_s")
-
-
 def default_run_dir(config: RunConfig, root: Path = Path("runs")) -> Path:
     """``runs/<date-time>-<method>-<data>[-<label set>]``, unique (as timm names its output folders)."""
     from datetime import datetime
@@ -697,99 +648,9 @@ def _torch_threads(threads: int | None):
         torch.set_num_threads(previous)
 
 
-@contextlib.contextmanager
-def _tensorboard(folder: Path):
-    from torch.utils.tensorboard import SummaryWriter
-
-    writer = SummaryWriter(log_dir=str(folder))
-    try:
-        yield writer
-    finally:
-        writer.close()
-
-
-def check_same_run(saved: dict, config: RunConfig, extend: bool = False, epochs_done: int = 0) -> None:
-    """A CheckpointError naming every key in which ``config`` differs from the checkpoint's ``saved`` config
-    (method and its arguments, data, labels, noise, model, optimiser, augmentation, seeds, precision, ...); only
-    ``optim.epochs`` may grow, and only with ``extend``."""
-    from ..config import from_dict
-
-    old = _flatten(from_dict(saved).to_dict())
-    new = _flatten(config.to_dict())
-    differ = [k for k in sorted(set(old) | set(new))
-              if old.get(k) != new.get(k) and k.split(".")[0] not in RESUME_MAY_CHANGE and k not in RESUME_MAY_CHANGE]
-    if "optim.epochs" in differ and extend:
-        if new["optim.epochs"] < epochs_done:
-            raise CheckpointError(f"optim.epochs {new['optim.epochs']} is below the {epochs_done} epochs done")
-        differ.remove("optim.epochs")
-    if differ:
-        shown = "; ".join(f"{k}: {old.get(k)!r} in the checkpoint, {new.get(k)!r} now" for k in differ[:6])
-        more = f" (and {len(differ) - 6} more)" if len(differ) > 6 else ""
-        hint = " (train on past its planned end with --extend)" if differ == ["optim.epochs"] else ""
-        raise CheckpointError(f"cannot resume with another config: {shown}{more}{hint}. Resume with the run's own "
-                              "config (noisykd train --resume RUN), or start a new run in another folder")
-
-
-def _flatten(data: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in data.items():
-        if isinstance(value, dict) and value and key not in ("method_args", "kwargs", "views"):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def _check_resumable(state: dict, path: Path) -> None:
-    """A checkpoint to resume from holds a whole training state of the current layout."""
-    if "optimizer" not in state or "rng" not in state:
-        raise CheckpointError(f"{path}: holds the weights only (best.pt is for `noisykd eval --best`); resume from "
-                              f"{path.with_name('last.pt')}")
-    if state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: checkpoint format {state.get('format')} was written by an earlier noisykd; "
-                              f"resume it with that version, or start the run again (`noisykd eval` still reads it)")
-
-
-def check_world_size(config: RunConfig, processes: distributed.Processes) -> None:
-    """``optim.batch_size`` is the global batch: a ConfigError unless the processes divide it."""
-    n, batch = processes.world_size, config.optim.batch_size
-    if n > 1 and batch < 2 * n:
-        raise ConfigError(f"optim.batch_size {batch} is the global batch: {n} processes need at least {2 * n} (BatchNorm "
-                          "needs 2 samples per process)")
-    if batch % n:
-        lower, upper = batch - batch % n, batch + n - batch % n
-        raise ConfigError(f"optim.batch_size {batch} is the global batch and must be divisible by the {n} processes "
-                          f"(each trains on batch_size / {n}); use {lower or upper} or {upper}")
-
-
-def _check_same_world_size(state: dict, path: Path, world_size: int) -> None:
-    """Exact resumption needs the processes the run had: each rank's part of every batch and its random
-    streams depend on their number."""
-    saved = int(state.get("world_size", 1))
-    if saved != world_size:
-        how = ("noisykd train --resume RUN (one process)" if saved == 1 else
-               f"torchrun --nproc_per_node={saved} -m noisykd train --resume RUN, or noisykd train --devices {saved} "
-               "--resume RUN")
-        raise CheckpointError(f"{path}: written by a run of {saved} process{'es' if saved > 1 else ''}, resumed "
-                              f"with {world_size}; resume with {saved} ({how}): the per-process parts of every batch "
-                              "and the per-process random streams depend on the number of processes, so another "
-                              "number would not continue the same run")
-
-
 def _derived_seed(seed: int, epoch: int, rank: int) -> int:
     """A 63-bit seed from (seed, epoch, rank), well mixed (numpy's SeedSequence)."""
     return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1, np.uint64)[0] >> np.uint64(1))
-
-
-def _data_fingerprint(data: PreparedData) -> str:
-    """A digest of what the ranks must agree on: training images, given labels and indices."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for array in (data.train.indices, data.train.labels, data.train.images):
-        digest.update(np.ascontiguousarray(array).tobytes())
-    digest.update(str(data.num_samples).encode())
-    return digest.hexdigest()
 
 
 def _on_cpu(obj):
@@ -801,12 +662,6 @@ def _on_cpu(obj):
     if isinstance(obj, (list, tuple)):
         return type(obj)(_on_cpu(v) for v in obj)
     return obj
-
-
-def _config_fingerprint(config: RunConfig) -> dict:
-    """The config keys that decide what a run computes (not where it runs or writes): equal on every rank."""
-    return {k: v for k, v in _flatten(config.to_dict()).items()
-            if k.split(".")[0] not in RESUME_MAY_CHANGE and k not in RESUME_MAY_CHANGE}
 
 
 @contextlib.contextmanager
