@@ -67,8 +67,9 @@ class RandAugment(Policy):
     included) and, for each, a sign (probability 1/2 each); the magnitude index ``m`` is fixed (torchvision's
     ``magnitude``: the m-th of ``num_bins`` values, :func:`randaugment_magnitudes`). Ops run in sequence on the
     uint8 image with PIL's semantics (:mod:`noisykd.augment.ops`; geometry with NEAREST and fill 0,
-    torchvision's defaults). The NRD / GJS student view is ``randaugment(n=1, m=3, cutout_size=16)``:
-    RandAugment(N=1, M=3) -> crop 32 pad 4 -> flip -> Cutout 16.
+    torchvision's defaults). Not GJS's table: the NRD / GJS student view is :class:`GJSRandAugment`
+    (``randaugment_gjs``); ``randaugment(n=1, m=3, cutout_size=16)`` is its torchvision counterpart (NRD's
+    ``student_randaugment=torchvision``), about a quarter of its pixel change at M = 3.
 
     Draws, in order: for each of the n rounds, the ops (B values) then the signs (B values; drawn for every image,
     signed op or not, so the stream does not depend on the images); then crop dy, dx, flip; then cutout cy, cx.
@@ -355,8 +356,8 @@ def _gjs_randaugment_op(name: str, value: float, negative: torch.Tensor, centre_
 @register_policy("randaugment")
 def _randaugment(*, mean, std, image_size=None, n: int = 2, m: int = 9, num_bins: int = 31, padding: int = 4,
                  padding_mode: str = "constant", flip_p: float = 0.5, cutout_size: int = 0) -> Policy:
-    # torchvision's defaults (num_ops 2, magnitude 9, 31 bins); the NRD/GJS student: randaugment(n=1, m=3,
-    # cutout_size=16). Translation magnitudes follow each batch's H and W, so image_size is not needed.
+    # torchvision's defaults (num_ops 2, magnitude 9, 31 bins); NRD/GJS use GJS's table (randaugment_gjs), this
+    # one with student_randaugment=torchvision. Translation magnitudes follow each batch's H and W.
     return RandAugment(mean, std, n=n, m=m, num_bins=num_bins, padding=padding, padding_mode=padding_mode,
                        flip_p=flip_p, cutout_size=cutout_size)
 
