@@ -186,7 +186,7 @@ def test_nrd_cpu_preset_on_fake_cifar10(tmp_path):
     rates = {ls: by_method["ce"][0]["noise_rate"] for ls, by_method in results["runs"].items()}
     # sym-all: the flipped share is R * (C - 1) / C (a flip may land on the true class)
     assert 0.25 < rates["sym-all:0.4"] < 0.47 and 0.62 < rates["sym-all:0.8"] < 0.82
-    assert results["augment"].startswith("randaugment(n=1, m=3, cutout_size=16")
+    assert results["augment"].startswith("randaugment_gjs(n=1, m=3, cutout_size=16")
     assert results["eval_every"] == 5 and results["epochs"] == 1
     record = results["runs"]["sym-all:0.8"]["nrd"][0]
     assert record["calibration"]["ece"] == pytest.approx(record["test_ece_last"])
