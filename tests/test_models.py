@@ -132,7 +132,7 @@ def test_gjs_net_uses_pytorchs_own_initialisation_and_kaiming_is_an_option():
     for m in gjs.modules():  # PyTorch's Kaiming-uniform(a = sqrt(5)): |w| <= 1 / sqrt(fan_in)
         if isinstance(m, nn.Conv2d):
             fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
-            assert float(m.weight.abs().max()) <= fan_in ** -0.5 + 1e-7
+            assert float(m.weight.detach().abs().max()) <= fan_in ** -0.5 + 1e-7
     torch.manual_seed(7)
     kaiming = create_model("preact_resnet34_gjs", 10, init="kaiming")
     conv = kaiming.stages[1][0].conv1

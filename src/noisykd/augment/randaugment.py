@@ -304,14 +304,10 @@ def cutout_abs(x: torch.Tensor, side: float, centre_x: torch.Tensor, centre_y: t
     span = int(math.floor(side))
     inside = ((cols >= x0.view(b, 1, 1)) & (cols <= x0.view(b, 1, 1) + span)
               & (rows >= y0.view(b, 1, 1)) & (rows <= y0.view(b, 1, 1) + span))
-    colour = torch.tensor(fill if c == 3 else (_grey(fill),) * c, dtype=torch.uint8, device=x.device)
-    return torch.where(inside.unsqueeze(1), colour.view(1, c, 1, 1), x)
-
-
-def _grey(rgb: Sequence[int]) -> int:
-    """PIL's ``convert("L")`` of one colour: (19595 R + 38470 G + 7471 B + 32768) >> 16."""
-    r, g, b = rgb
-    return (19595 * r + 38470 * g + 7471 * b + 32768) >> 16
+    colour = torch.tensor(fill, dtype=torch.uint8, device=x.device).view(1, 3, 1, 1)
+    if c != 3:  # a grey image: PIL's convert("L") of the colour
+        colour = O.grayscale(colour).expand(1, c, 1, 1)
+    return torch.where(inside.unsqueeze(1), colour, x)
 
 
 def solarize_add(x: torch.Tensor, addition: float, threshold: int = 128) -> torch.Tensor:

@@ -153,5 +153,27 @@ def build_views(views: Mapping[str, tuple[str | Mapping | ViewSpec, int]], mean:
     return pipelines
 
 
+#: GJS's Cutout side on 32-px CIFAR images (GJS's code; the NRD appendix says 5)
+GJS_CUTOUT = 16
+#: GJS's student RandAugment by table: GJS's (ildoonet/pytorch-randaugment) or torchvision's
+RANDAUGMENT_VARIANTS = {"gjs": "randaugment_gjs", "torchvision": "randaugment"}
+
+
+def gjs_student_view(variant: str, cutout_size: int | None, image_shape: tuple[int, int, int]) -> str:
+    """The view spec of GJS's (and NRD's) student: RandAugment(N=1, M=3) of table ``variant`` (a key of
+    :data:`RANDAUGMENT_VARIANTS`) -> crop (zero padding) -> flip -> Cutout. cutout_size: its side, or None for
+    GJS's 16 px scaled to the image (16 on 32 px, 4 on 8 px). image_shape: (H, W, C)."""
+    return (f"{RANDAUGMENT_VARIANTS[variant]}(n=1, m=3, cutout_size={gjs_cutout_size(cutout_size, image_shape)}, "
+            f"padding_mode=constant)")
+
+
+def gjs_cutout_size(given: int | None, image_shape: tuple[int, int, int]) -> int:
+    """The student Cutout side: ``given``, or GJS's 16 px scaled to the image side. image_shape: (H, W, C)."""
+    if given is not None:
+        return given
+    h, w, _ = image_shape
+    return max(1, round(GJS_CUTOUT * min(h, w) / 32))
+
+
 def _images(count: int) -> str:
     return "one image" if count == 1 else f"{count} images"

@@ -334,11 +334,6 @@ class BlindKnowledgeDistillation(Method):
         rows = self._training_rows()
         values = self._history_at(self._split_history, fitting_epoch)[rows]
         result = otsu_threshold(values, **self.otsu_options)
-        detection = None
-        if self._detection_history != self._split_history:
-            own = otsu_threshold(self._history_at(self._detection_history, fitting_epoch)[rows], **self.otsu_options)
-            detection = {"source": self.detection_source, "s": float(own.threshold), "mu1": float(own.mu1),
-                         "mu2": float(own.mu2)}
         groups, alpha = assign_groups(values, result, alphas=self.args.alphas)
         self.ctx.store.write("group", torch.from_numpy(rows), torch.from_numpy(groups))
         self.ctx.store.write("alpha", torch.from_numpy(rows), torch.from_numpy(alpha.astype(np.float32)))
@@ -348,8 +343,10 @@ class BlindKnowledgeDistillation(Method):
             "split_source": self.args.split_source, "s": float(result.threshold), "mu1": float(result.mu1),
             "mu2": float(result.mu2), "group_sizes": np.bincount(groups, minlength=4).tolist(),
         }
-        if detection is not None:
-            self.split["detection"] = detection
+        if self._detection_history != self._split_history:  # the detection's own Otsu on its own pass
+            own = otsu_threshold(self._history_at(self._detection_history, fitting_epoch)[rows], **self.otsu_options)
+            self.split["detection"] = {"source": self.detection_source, "s": float(own.threshold),
+                                       "mu1": float(own.mu1), "mu2": float(own.mu2)}
 
     @property
     def _split_history(self) -> str:

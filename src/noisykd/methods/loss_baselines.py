@@ -13,10 +13,10 @@ from typing import Any, ClassVar, Mapping
 
 import torch
 
+from ..augment.views import gjs_student_view
 from ..errors import ConfigError
 from ..losses import LOSS_PRESETS, LOSSES, get_loss
 from .base import Batch, Method, MethodContext, Prediction, StepOutput, View
-from .nrd import RANDAUGMENT_VARIANTS, gjs_cutout_size
 from .registry import register_method
 
 LOSS_BASELINES = ("ce", "ls", "cp", "boot", "gce", "sce", "nce_rce", "js")
@@ -104,7 +104,7 @@ class GJSBaseline(LossBaseline):
         super().__init__(ctx, args)
         self.args = {**args, **own}  # the summary and the saved config show all of them
         self.view_source, self.one_batch = own["randaugment"], own["one_batch"]
-        self.cutout = gjs_cutout_size(own["cutout_size"], ctx.image_shape)
+        self.cutout_size = own["cutout_size"]
 
     @classmethod
     def parse_args(cls, raw: Mapping[str, Any], epochs: int) -> dict[str, Any]:
@@ -133,8 +133,7 @@ class GJSBaseline(LossBaseline):
     def views(self):
         if self.view_source == "run":
             return {"train": View(count=2)}
-        policy = RANDAUGMENT_VARIANTS[self.view_source]
-        return {"train": View(f"{policy}(n=1, m=3, cutout_size={self.cutout}, padding_mode=constant)", count=2)}
+        return {"train": View(gjs_student_view(self.view_source, self.cutout_size, self.ctx.image_shape), count=2)}
 
     def training_step(self, batch: Batch) -> StepOutput:
         first, second = batch.views["train"]

@@ -53,6 +53,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..augment.views import RANDAUGMENT_VARIANTS, gjs_cutout_size, gjs_student_view
 from ..errors import ConfigError
 from ..losses import LOSS_PRESETS
 from ..losses.divergence import gjs_loss, gjs_scale
@@ -66,21 +67,7 @@ log = logging.getLogger("noisykd")
 #: pi when neither ``pis`` nor ``preset`` is given: NRD Table 5, CIFAR-10 with 20-40% symmetric noise
 #: (``LOSS_PRESETS["nrd"]``).
 DEFAULT_PIS = tuple(LOSS_PRESETS["nrd"]["pis"])
-#: GJS's Cutout on 32-px CIFAR images (GJS's code and ``methods.md``; the NRD appendix says 5).
-GJS_CUTOUT = 16
-#: the student view's RandAugment: GJS's (ildoonet/pytorch-randaugment, policy ``randaugment_gjs``) or
-#: torchvision's table (policy ``randaugment``)
-RANDAUGMENT_VARIANTS = {"gjs": "randaugment_gjs", "torchvision": "randaugment"}
 _TOL = 1e-6  # as the GJS loss's own check of its weights
-
-
-def gjs_cutout_size(given: int | None, image_shape: tuple[int, int, int]) -> int:
-    """The student Cutout side: ``given``, or GJS's 16 px scaled to the image (16 on 32 px, 4 on 8 px).
-    image_shape: (H, W, C)."""
-    if given is not None:
-        return given
-    h, w, _ = image_shape
-    return max(1, round(GJS_CUTOUT * min(h, w) / 32))
 
 
 def nrd_presets() -> tuple[str, ...]:
@@ -209,9 +196,9 @@ class NoiseRobustDistillation(Method):
         """``student``: GJS's RandAugment(N=1, M=3) -> crop (the run's padding, zeros) -> flip -> Cutout (GJS's);
         ``teacher``: flip -> crop -> AugMix(severity 3, width 3, depth 1-3, alpha 1) (NRD's unseen policy, in
         AugMix's CIFAR order)."""
-        policy = RANDAUGMENT_VARIANTS[self.args.student_randaugment]
         return {
-            "student": View(f"{policy}(n=1, m=3, cutout_size={self.cutout_size()}, padding_mode=constant)"),
+            "student": View(gjs_student_view(self.args.student_randaugment, self.args.cutout_size,
+                                             self.ctx.image_shape)),
             "teacher": View("augmix(severity=3, width=3, depth=-1, alpha=1.0, padding_mode=constant, "
                             "crop_flip=before)"),
         }
@@ -253,5 +240,4 @@ class NoiseRobustDistillation(Method):
         return out
 
 
-__all__ = ["NRDArgs", "NoiseRobustDistillation", "nrd_presets", "DEFAULT_PIS", "RANDAUGMENT_VARIANTS",
-           "gjs_cutout_size"]
+__all__ = ["NRDArgs", "NoiseRobustDistillation", "nrd_presets", "DEFAULT_PIS"]
