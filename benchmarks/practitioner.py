@@ -11,7 +11,7 @@ runs read ``folder:ROOT`` and never see the truth, which this script keeps aside
 uses noisykd's defaults (small_cnn, SGD 0.05 with a cosine decay, weak augmentation, 10% stratified noisy
 validation, ``best.pt``) but the epochs. Per training seed:
 
-1. **CE**: cross-entropy on the labels as given (``OUT/noisy`` of the pipeline), and **BKD** (the README's
+1. **CE**: cross-entropy on the labels as given (``OUT/noisy`` of the pipeline), and **BKD** (noisykd's
    earlier recipe).
 2. **Detectors**, on the same training samples (CE's): CE's own (the GMM on its final loss), confident learning
    on CE's final in-sample probabilities, BKD's own (P_A < mu1), and the rules on the K-fold cross-validated

@@ -5,7 +5,7 @@ one process per device. :func:`join_processes` joins them into a process group f
 sets (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``...); a plain ``noisykd train`` is one process
 and every method of :class:`Processes` is then the identity, so the single-process path does nothing new.
 
-What the engine does with the processes (the README's "Multi-GPU and multi-node" section says it for users):
+What the engine does with the processes (docs/distributed.md says it for users):
 
 * Each epoch's global permutation comes from the run's shuffle generator, the same on every rank; global batch
   k is split into ``world_size`` contiguous, near-equal parts and rank r trains on part r (:func:`rank_part`).

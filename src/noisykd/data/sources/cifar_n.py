@@ -32,7 +32,7 @@ CIFAR100N_SETS: dict[str, tuple[str, str, int]] = {
     "coarse_noisy": ("noisy_coarse_label", "clean_coarse_label", 20),
     "coarse_clean": ("clean_coarse_label", "clean_coarse_label", 20),
 }
-# Spellings people also use (the README's and the file's own key names); they map to the names above.
+# Spellings people also use (the docs' and the file's own key names); they map to the names above.
 ALIASES = {"worse": "worst", "random1": "rand1", "random2": "rand2", "random3": "rand3", "aggregate": "aggre"}
 
 
