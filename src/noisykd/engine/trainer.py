@@ -52,7 +52,7 @@ from .feed import ImageFeed, training_batch_sizes
 from .meters import ENGINE_METRICS, EpochMeter
 from .networks import NetworkSet
 from .outputs import collect_outputs
-from .progress import ProgressBar, epoch_line
+from .progress import EpochClock, ProgressBar, epoch_line
 from .inputs import record_inputs, verify_inputs
 from .resume import (CHECKPOINT_FORMAT, READABLE_FORMATS, check_same_config, check_same_data, check_world_size,
                      checkpoint_on_every_rank, claim_new_run, resume_checkpoint)
@@ -112,6 +112,8 @@ class Trainer:
         self.schedule = LearningRateSchedule(config.optim)
         #: (global step, reliability bins) of the latest test evaluation, for reliability.png at the end
         self.test_reliability: tuple[int, Reliability] | None = None
+        #: elapsed time and ETA of this session's epochs, for the epoch lines (started by its first epoch)
+        self.clock: EpochClock | None = None
 
     # ------------------------------------------------------------------------------------------------------
     def run(self, resume: bool | str | Path = False, extend: bool = False) -> RunResult:
@@ -185,6 +187,7 @@ class Trainer:
                              "per process")
                 self.method.on_train_start(resumed=checkpoint is not None)
                 self.store.synchronize()
+                self.clock = None  # this session's time starts with its first epoch (train_epoch)
                 for epoch in range(self.epoch, self.config.optim.epochs):
                     if guard.should_stop_early(self.history, self.config.optim.early_stop_patience):
                         break
@@ -316,6 +319,8 @@ class Trainer:
         """One epoch: every training sample once, in a fresh random order; then evaluation, the method's
         end-of-epoch hook, the metrics row, a checkpoint and a log line."""
         cfg, procs = self.config, self.processes
+        if self.clock is None:  # the session's first epoch: its time counts from here
+            self.clock = EpochClock(epoch, cfg.optim.epochs)
         if procs.world_size > 1:
             self._seed_rank_streams(epoch)
         self.method.on_epoch_start(epoch)
@@ -369,7 +374,7 @@ class Trainer:
         self.history.append(row)
         self.epoch = epoch + 1
         procs.on_writer(lambda: self._checkpoint(row), "the checkpoint")
-        log.info(epoch_line(row, cfg.optim.epochs))
+        log.info(epoch_line(row, cfg.optim.epochs, self.clock.timing(self.epoch)))
         for event in guard.collapse_events(self.history, cfg.log.collapse_drop):
             if event.epoch == row["epoch"] and self.processes.is_writer:  # said once, not once per process
                 log.warning(f"collapse: {event.message(cfg.method, str(self.out_dir))}")
