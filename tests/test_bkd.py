@@ -250,8 +250,8 @@ def test_detect_cli_on_a_bkd_run(bkd_run):
     assert all(r[3] != r[5] for r in rows)  # the suggestion is another class than the given one
     saved = json.loads((bkd_run.out_dir / "detection-bkd.json").read_text())
     assert saved["metrics"]["f1"] == pytest.approx(bkd_run.summary["detection"]["f1"])  # "auto": the run's rule
-    again = CliRunner().invoke(app, ["detect", str(bkd_run.out_dir)])
-    assert again.exit_code == 2 and "--overwrite" in again.output  # never silently overwritten
+    again = CliRunner().invoke(app, ["detect", str(bkd_run.out_dir)])  # its own unchanged files: replaced, and said
+    assert again.exit_code == 0 and "replacing the earlier results of detector bkd" in " ".join(again.output.split())
     # re-deciding with Otsu's s flags more samples than mu1 (s > mu1), into its own files
     CliRunner().invoke(app, ["detect", str(bkd_run.out_dir), "--detector", "otsu_s"], catch_exceptions=False)
     assert json.loads((bkd_run.out_dir / "detection-otsu_s.json").read_text())["n_flagged"] > saved["n_flagged"]
@@ -268,7 +268,7 @@ def test_detect_cli_trains_first_when_needed(tmp_path):
     result = CliRunner().invoke(app, ["detect", str(run), "--method", "ce", "--noise", "sym:0.3", "--set",
                                       "optim.epochs=3", "--set", "model.name=small_cnn"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert "gmm_on_final_loss" in result.output and (run / "label_issues-gmm_on_final_loss.csv").is_file()
+    assert "detector: gmm (" in " ".join(result.output.split()) and (run / "label_issues-gmm.csv").is_file()
     bad = CliRunner().invoke(app, ["detect", str(run), "--detector", "magic"])
     assert bad.exit_code == 2 and "unknown detector" in bad.output
 
@@ -284,9 +284,9 @@ def test_a_bkd_run_too_short_to_split_says_so(tmp_path):
     cfg["optim"]["epochs"] = 2
     result = Trainer(load_config(base=cfg), progress=False).run()
     detection = result.summary["detection"]
-    assert detection["detector"] == "gmm_on_final_loss" and "bkd made no split" in detection["note"]
+    assert detection["detector"] == "gmm" and "bkd made no split" in detection["note"]
     assert "bkd made no split" in (result.out_dir / "train.log").read_text()
     out = CliRunner().invoke(app, ["detect", str(result.out_dir)], catch_exceptions=False)
     assert out.exit_code == 0 and "bkd made no split" in " ".join(out.output.split())
-    header = (result.out_dir / "label_issues-gmm_on_final_loss.csv").read_text().splitlines()[0]
-    assert header.startswith("# detector gmm_on_final_loss") and "bkd made no split" in header
+    header = (result.out_dir / "label_issues-gmm.csv").read_text().splitlines()[0]
+    assert header.startswith("# detector gmm: 2-component GMM") and "bkd made no split" in header

@@ -351,7 +351,7 @@ def test_a_run_with_every_authors_option(tmp_path):
     assert tipping_epoch_with_fallback(series, k=2, min_epochs=4, deadline=6).fallback  # ... the default splits
     assert [r["stage"] for r in result.history] == [1.0] * 12
     detection = result.summary["detection"]
-    assert detection["detector"] == "gmm_on_final_loss" and "tipping_fallback is none" in detection["note"]
+    assert detection["detector"] == "gmm" and "tipping_fallback is none" in detection["note"]
     eval_history = np.load(result.out_dir / "samples.npz")["p_agree_eval_history"]
     assert eval_history.dtype == np.float32
     assert (~np.isnan(eval_history)).sum(axis=0).tolist() == [result.summary["train_samples"]] * 12

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -14,8 +15,9 @@ from noisykd.cli import app
 runner = CliRunner()
 
 
-def invoke(*args: str):
-    return runner.invoke(app, list(args), catch_exceptions=False)
+def invoke(*args: str, columns: int | None = None):
+    env = {"COLUMNS": str(columns)} if columns else None
+    return runner.invoke(app, [str(a) for a in args], env=env, catch_exceptions=False)
 
 
 def test_data_info_digits_with_noise():
@@ -138,6 +140,129 @@ def test_models_lists_networks_and_shows_options():
     detail = invoke("models", "small_cnn")
     assert detail.exit_code == 0 and "width = 1.0" in detail.output and "num_classes" not in detail.output
     assert invoke("models", "resnet99").exit_code == 2
+
+
+# ------------------------------------------------------------------------------------------------------------
+# detect on one's own photos in a narrow terminal, and running it again
+
+CLASSES = ("Ankle boot", "Pullover", "T-shirt")
+
+
+@pytest.fixture(scope="module")
+def photos_run(tmp_path_factory):
+    """A tiny folder data set at the end of a long path, a one-epoch run on it and detect's first output at 80
+    columns: (photo root, run folder, output)."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("narrow") / "some" / "deeply" / "nested" / "folder" / "photos"
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 12), ("test", 4)):
+        for k, name in enumerate(CLASSES):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                image = np.clip(rng.normal(60 + 70 * k, 30, (8, 8, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(image).save(folder / f"img_{i:04d}.png")
+    run = root.parent / "run"
+    result = invoke("detect", run, "--data", f"folder:{root}", "--epochs", "1", "--threads", "1", "--top", "5",
+                    columns=80)
+    assert result.exit_code == 0, result.output
+    return root, run, result.output
+
+
+def results_of(run):
+    """The detector's two files in the run folder (one detector has run there)."""
+    (csv_file,) = run.glob("label_issues-*.csv")
+    return csv_file, run / csv_file.name.replace("label_issues-", "detection-").replace(".csv", ".json")
+
+
+def test_detect_fits_80_columns_keeping_file_names_and_headers(photos_run):
+    root, run, output = photos_run
+    lines = output.splitlines()
+    table = [line for line in lines if line.startswith(("┃", "│"))]
+    assert all(len(line) <= 80 for line in table), "\n".join(table)
+    header = next(line for line in table if "rank" in line)
+    assert [c.strip() for c in header.strip("┃").split("┃")] == ["rank", "sample", "given", "suggested",
+                                                                  "noise score", "flagged"]
+    csv_file, _ = results_of(run)
+    full = [row.split(",")[2] for row in csv_file.read_text().splitlines()[2:7]]  # the CSV keeps full paths
+    assert all(Path(p).is_file() and Path(p).is_relative_to(root) for p in full)
+    shown = [line.split("│")[2].strip() for line in table if line.startswith("│")]
+    assert len(shown) == 5
+    for cell, path in zip(shown, full):
+        assert cell != path and "…" in cell and cell.endswith("/" + Path(path).name)  # the middle left out
+    # the estimated noise matrix names every class whole
+    for k, name in enumerate(CLASSES):
+        assert any(line.startswith(f"{k} {name} ") for line in lines), output
+
+
+def test_detect_again_replaces_its_own_results_but_not_an_edited_file(photos_run, tmp_path):
+    root, run, _ = photos_run
+    csv_file, json_file = results_of(run)
+    rows = csv_file.read_text().splitlines()[2:8]
+    verified = tmp_path / "verified.csv"
+    verified.write_text("path,label\n" + "".join(f"{r.split(',')[2]},{r.split(',')[4]}\n" for r in rows))
+    again = invoke("detect", run, "--verified", verified)  # no --overwrite needed: the files are detect's own
+    assert again.exit_code == 0, again.output
+    assert "replacing the earlier results of detector" in again.output
+    summary = json.loads(json_file.read_text())
+    assert summary["truth"].startswith("6 verified labels") and summary["metrics"]["n"] == 6
+    # a file someone edited since is theirs: refused, and left as it is
+    edited = csv_file.read_text() + "# my notes\n"
+    csv_file.write_text(edited)
+    refused = invoke("detect", run)
+    assert refused.exit_code == 2 and "--overwrite" in refused.output
+    assert csv_file.read_text() == edited
+    forced = invoke("detect", run, "--overwrite")
+    assert forced.exit_code == 0, forced.output
+    assert "# my notes" not in csv_file.read_text()
+    # a summary of another detector under this name is not ours either
+    json_file.write_text(json.dumps({"detector": "something else", "n": 1, "n_flagged": 0, "metrics": None}))
+    assert invoke("detect", run).exit_code == 2
+    assert json.loads(json_file.read_text())["detector"] == "something else"
+
+
+def test_foreign_results_rules(tmp_path):
+    from noisykd.cli import foreign_results
+    from noisykd.detect.from_run import CSV_HEADER
+
+    csv_file, json_file = tmp_path / "label_issues-gmm.csv", tmp_path / "detection-gmm.json"
+    assert foreign_results(csv_file, json_file, "gmm") == []  # nothing there: nothing to protect
+    csv_file.write_text("# detector gmm: rule\n" + ",".join(CSV_HEADER) + "\n1,0,,1,a,2,b,0.9,,1\n")
+    assert foreign_results(csv_file, json_file, "gmm") == []  # written before digests were kept: its head says ours
+    assert foreign_results(csv_file, json_file, "otsu_s") == [csv_file]
+    json_file.write_text(json.dumps({"detector": "gmm", "n": 1, "n_flagged": 1, "metrics": None,
+                                     "label_issues_csv": {"file": csv_file.name, "sha256": "0" * 64}}))
+    assert foreign_results(csv_file, json_file, "gmm") == [csv_file]  # changed since detect wrote it
+    json_file.write_text("not json")
+    assert foreign_results(csv_file, json_file, "gmm") == [json_file]
+    csv_file.write_text("path,label\nx.png,cat\n")  # a user's file under our name
+    assert foreign_results(csv_file, json_file, "gmm") == [csv_file, json_file]
+
+
+@pytest.mark.parametrize("command", ["compare", "reproduce"])
+def test_markdown_tables_print_unwrapped(monkeypatch, tmp_path, command):
+    """The Markdown table pastes whole: one line per row however narrow the terminal."""
+    import noisykd.reproduce as reproduce
+
+    row = "| " + " | ".join(f"column {i} with a long value" for i in range(8)) + " |"
+    monkeypatch.setattr(reproduce, "run_seeds", lambda setting, seeds, out, on_seed=None: [])
+    monkeypatch.setattr(reproduce.Report, "add", lambda self, setting, runs: {})
+    monkeypatch.setattr(reproduce.Report, "write", lambda self, out, with_paper: f"# title\n\n{row}\n{row}")
+    args = ["--methods", "ce"] if command == "compare" else ["digits/sym40"]
+    result = invoke(command, *args, "--seeds", "1", "--out", tmp_path, columns=40)
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines().count(row) == 2
+
+
+def test_markdown_report_file_is_unwrapped(tmp_path):
+    from noisykd.reproduce import Report
+
+    report = Report("noisykd compare", "noisykd compare --methods " + ",".join(["ce"] * 40))
+    text = report.write(tmp_path / "compare", with_paper=False)
+    assert (tmp_path / "compare.md").read_text() == text
+    assert any(len(line) > 200 for line in text.splitlines())  # the long command stays on one line
 
 
 # ------------------------------------------------------------------------------------------------------------

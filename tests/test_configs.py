@@ -7,7 +7,7 @@ import re
 import pytest
 
 from noisykd.config import CONFIGS_DIR, find_config, load_config, shipped_configs
-from noisykd.errors import ConfigError
+from noisykd.errors import CheckpointError, ConfigError
 
 LEAF = re.compile(r"^\s*[A-Za-z_]+:\s*\S")  # "key: value" (not a section header "key:")
 
@@ -18,7 +18,10 @@ def test_the_shipped_configs_are_found_through_the_package():
 
 
 @pytest.mark.parametrize("name", shipped_configs())
-def test_every_shipped_config_validates_and_sources_every_value(name, monkeypatch):
+def test_every_shipped_config_validates_and_sources_every_value(name, monkeypatch, tmp_path):
+    # a config names its teacher run; validating it checks that the teacher exists, loading it is the run's job
+    (tmp_path / "teacher.pt").write_bytes(b"")
+    monkeypatch.setenv("NOISYKD_MODUL_TEACHER", str(tmp_path / "teacher.pt"))
     monkeypatch.setenv("NOISYKD_CIFAR10", "/data/cifar10")
     monkeypatch.setenv("NOISYKD_CIFAR_N", "/data/cifar-n")
     monkeypatch.setenv("NOISYKD_CIFAR100", "/data/cifar100")
@@ -47,3 +50,25 @@ def test_environment_variables_in_configs(monkeypatch):
 def test_unknown_config_names_the_shipped_ones():
     with pytest.raises(ConfigError, match="no-such: config file not found .*digits/sym40"):
         load_config("no-such")
+
+
+def test_modul_paper_setting_is_shipped_with_its_teacher(monkeypatch, tmp_path):
+    """MODUL's main setting (Table I, CIFAR-10 + ImageNet, rho1 = rho2 = 0.5) and the teacher run it distils."""
+    monkeypatch.setenv("NOISYKD_CIFAR10", "/data/cifar10")
+    monkeypatch.setenv("NOISYKD_TINYIMAGENET", "/data/tinyimagenet.tar.gz")
+    monkeypatch.delenv("NOISYKD_MODUL_TEACHER", raising=False)
+    with pytest.raises(ConfigError, match=r"NOISYKD_MODUL_TEACHER.* is not set"):
+        load_config("modul/cifar10-openset50")
+    monkeypatch.setenv("NOISYKD_MODUL_TEACHER", str(tmp_path / "no-teacher"))
+    with pytest.raises(CheckpointError, match="no such run folder"):
+        load_config("modul/cifar10-openset50")
+    (tmp_path / "teacher.pt").write_bytes(b"")
+    monkeypatch.setenv("NOISYKD_MODUL_TEACHER", str(tmp_path / "teacher.pt"))
+    cfg = load_config("modul/cifar10-openset50")
+    assert cfg.method == "modul" and cfg.model.name == "resnet18" and cfg.data.noise == "openset:0.5:0.5"
+    assert cfg.expected.test_acc == 95.81 and "Table I" in cfg.expected.test_acc_source
+    assert (cfg.optim.epochs, cfg.optim.milestones, cfg.optim.batch_size, cfg.optim.lr) == (200, [80, 160], 64, 0.1)
+    assert cfg.method_args["alpha"] == cfg.method_args["beta"] == 0.1 and cfg.method_args["gamma"] == 0.01
+    teacher = load_config("modul/cifar10-teacher")
+    assert teacher.model.name == "resnet34" and teacher.data.noise == "none" and teacher.optim.epochs == 200
+    assert "modul/cifar10-teacher" in find_config("modul/cifar10-openset50").read_text()

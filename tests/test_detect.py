@@ -586,3 +586,35 @@ def test_split_quality_by_epoch_errors():
         split_quality_by_epoch(np.zeros((5, 2)), np.zeros(4, bool))
     with pytest.raises(DataError, match="threshold"):
         split_quality_by_epoch(np.zeros((4, 2)), np.zeros(4, bool), threshold="median")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# One name for the run-end detector: "gmm", the rule `noisykd detect --detector gmm` applies
+
+def test_run_end_detector_is_gmm_and_detect_gmm_repeats_it(tmp_path):
+    """A CE run (no detector of its own) is decided by the engine's GMM on the final loss, named ``gmm``;
+    ``detect_from_run(run, "gmm")`` fits it again on the same scores with the run's seed and flags the same
+    samples. A run written before the rename (its summary says ``gmm_on_final_loss``) reads as ``gmm``."""
+    import json
+
+    from noisykd.config import load_config
+    from noisykd.detect.from_run import detect_from_run
+    from noisykd.engine import Trainer
+
+    run = tmp_path / "ce"
+    Trainer(load_config("digits/sym40", overrides=["optim.epochs=6", "data.train_subset=400", "seed=3",
+                                                   "threads=1", f"out_dir={run}"]), progress=False).run()
+    summary = json.loads((run / "summary.json").read_text())
+    detection = summary["detection"]
+    assert detection["detector"] == "gmm" and "GMM on the final per-sample loss" in detection["rule"]
+    own, again = detect_from_run(run, "auto"), detect_from_run(run, "gmm")
+    assert own.detector == again.detector == "gmm"
+    assert own.flagged.sum() > 0 and np.array_equal(own.flagged, again.flagged)
+    assert np.allclose(own.noise_score, again.noise_score, atol=1e-6)
+    assert own.metrics["f1"] == again.metrics["f1"]
+    # the run's earlier name for it
+    summary["detection"]["detector"] = "gmm_on_final_loss"
+    (run / "summary.json").write_text(json.dumps(summary))
+    old = detect_from_run(run, "auto")
+    assert old.detector == "gmm" and np.array_equal(old.flagged, own.flagged)
+    assert np.array_equal(detect_from_run(run, "gmm").flagged, again.flagged)

@@ -240,7 +240,7 @@ def test_run_reports_student_teacher_and_metrics(nrd_run):
     summary = nrd_run.result.summary
     assert summary["method_summary"]["pis"] == [0.2, 0.6, 0.2] and summary["method_summary"]["beta"] == 0.99
     assert summary["method_summary"]["student_cutout"] == 4  # 16 scaled to the 8-px digits
-    assert summary["detection"]["detector"] == "gmm_on_final_loss"
+    assert summary["detection"]["detector"] == "gmm"
 
 
 def test_run_views_have_their_policies_and_shapes(nrd_run):

@@ -312,7 +312,7 @@ def test_resume_refuses_another_config_naming_the_keys(tmp_path):
     # without options it continues the run with its own config, then ranks the labels
     done = invoke("detect", run, "--top", "2")
     assert done.exit_code == 0, done.output
-    assert (run / FINISHED).is_file() and (run / "label_issues-gmm_on_final_loss.csv").is_file()
+    assert (run / FINISHED).is_file() and (run / "label_issues-gmm.csv").is_file()
 
 
 def test_resume_writes_to_the_folder_given_even_after_a_move(tmp_path, monkeypatch):

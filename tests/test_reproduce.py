@@ -11,7 +11,8 @@ from noisykd.cli import app
 from noisykd.config import shipped_configs
 from noisykd.data.fixtures import write_cifar10_with_cifar10n, write_cifar100
 from noisykd.errors import ConfigError
-from noisykd.reproduce import fmt, mean_std, parse_method_spec, scale_epochs, split_method_specs
+from noisykd.reproduce import (SUITES, expand_suite, fmt, mean_std, needs_teacher, paper_settings_markdown,
+                               parse_method_spec, run_suite, scale_epochs, set_epochs, split_method_specs)
 
 runner = CliRunner()
 
@@ -127,3 +128,62 @@ def test_epochs_scale_shortens_the_schedule():
 def test_mean_std_and_format():
     assert fmt(mean_std([90.0, 92.0])) == "91.00 ± 1.41"
     assert fmt(mean_std([90.0, None])) == "90.00" and fmt(mean_std([])) == "-"
+
+
+# ------------------------------------------------------------------------------------------------------------
+# the digits suite and the settings list
+
+def test_the_digits_suite_runs_every_registered_method_or_says_why_not():
+    """A method registered later fails this until the suite runs it or excludes it with a reason."""
+    from noisykd.methods import METHODS
+
+    suite = SUITES["digits"]
+    excluded = dict(suite.excluded)
+    assert len(set(suite.methods)) == len(suite.methods) and not set(suite.methods) & set(excluded)
+    assert set(suite.methods) | set(excluded) == set(METHODS.names()), \
+        f"not in the digits suite: {sorted(set(METHODS.names()) - set(suite.methods) - set(excluded))}"
+    assert all(reason.strip() for reason in excluded.values())
+    assert {m for m in suite.methods if needs_teacher(m)} == {"vkd", "dfnd", "modul"} and suite.teacher
+    assert suite.base == "digits/sym40" and suite.seeds == 3
+
+
+def test_the_suite_needs_its_teacher_and_keeps_the_schedule_in_proportion():
+    with pytest.raises(ConfigError, match="vkd, dfnd, modul distil a teacher run"):
+        expand_suite("digits")
+    with pytest.raises(ConfigError, match="unknown suite 'cifar'; the suites are: digits"):
+        expand_suite("cifar")
+    data = {"optim": {"epochs": 200, "milestones": [80, 160], "warmup_epochs": 10}}
+    set_epochs(data, 20)
+    assert data["optim"] == {"epochs": 20, "milestones": [8, 16], "warmup_epochs": 1}
+
+
+def test_digits_suite_smoke_run_makes_a_row_per_method(tmp_path):
+    """1 seed, 1 epoch, 300 images: the teacher first, then every method, one table row each."""
+    out = tmp_path / "suites"
+    report = run_suite("digits", out, seeds=1, epochs=1, smoke=True, threads=1)
+    methods = SUITES["digits"].methods
+    assert [row["name"] for row in report.rows] == list(methods)
+    assert [row["method"] for row in report.rows] == list(methods)
+    for row in report.rows:
+        ours = row["ours"]
+        assert ours["seeds"] == [0] and ours["test_last"]["n"] == 1 and ours["test_best_noisy_val"]["n"] == 1
+        assert ours["f1"]["n"] == 1 and ours["fit_wrong"]["n"] == 1 and ours["detector"]
+    text = (out / "digits.md").read_text()
+    for method in methods:
+        assert f"| {method} (shortened) | " in text
+    assert "| setting | last | best noisy-val | oracle | wrong labels fit | detection F1 | detector |" in text
+    assert "The teacher (modul/digits-teacher" in text and "distil one teacher" in text
+    assert "- every setting: smoke: 300 training" in text and "threads" not in text  # threads change no result
+    teacher = out / "digits" / "modul-digits-teacher" / "seed-0"
+    assert (teacher / "finished.json").is_file()
+    assert f"teacher: {teacher}" in (out / "digits" / "modul" / "seed-0" / "config.yaml").read_text()
+    assert json.loads((out / "digits.json").read_text())["rows"][0]["ours"]["detector"] == "gmm"
+
+
+def test_the_settings_list_has_modul_and_the_suites():
+    text = paper_settings_markdown()
+    assert "| modul/cifar10-openset50 | modul | resnet18 | 200 | 95.81 |" in text
+    assert "Table I" in text and "modul/cifar10-openset50 distils a teacher run" in text
+    assert "| digits | every registered method" in text and "noisykd reproduce NAME" in text
+    for name, acc in BKD_TABLE1.items():
+        assert f"| bkd/cifar10n-{name} | bkd |" in text and acc in text

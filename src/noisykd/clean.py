@@ -6,7 +6,9 @@ The user's files are never touched: everything goes into a new (or empty) output
   ``folder:OUT/manifest.csv`` reads back;
 * every other source: ``cleaned.npz`` (``x_train, y_train, x_val, y_val, x_test, y_test, classes``), which
   ``npz:`` reads back;
-* ``suspects.png``: the top suspects, each with its given and suggested class and its noise score;
+* ``suspects.png``: the top suspects, each titled with its rank, file name (or sample index), given and suggested
+  class and noise score, as ``label_issues-DETECTOR.csv`` (the detector's whole ranking, as ``noisykd detect``
+  writes it) holds them;
 * ``clean.json``: what was decided, with the counts and the rule; ``plan.npz``: per judged sample (dataset
   ``index``) the ``label`` it keeps (-1: dropped).
 
@@ -37,7 +39,7 @@ import numpy as np
 
 from .config import load_config
 from .data import ImageDataset
-from .detect.from_run import RunDetection, detect_from_run
+from .detect.from_run import SCORE_DECIMALS, RunDetection, detect_from_run, score_text
 from .errors import ConfigError, DataError, NoisyKDError, OutputError
 
 ACTIONS = ("drop", "relabel", "review")
@@ -148,6 +150,7 @@ class CleanResult:
     relabelled: int
     dropped: int = 0
     judged: int = 0
+    ranking: Path | None = None
 
 
 def clean_run(run_dir: str | Path, out_dir: str | Path, action: str = "review", detector: str = "auto",
@@ -191,18 +194,21 @@ def clean_run(run_dir: str | Path, out_dir: str | Path, action: str = "review", 
         data_file = _write_manifest(out_dir / "manifest.csv", dataset, files, columns, rule.action)
     else:
         data_file = _write_npz(out_dir / "cleaned.npz", dataset, columns, rule.action)
+    ranking = out_dir / f"label_issues-{found.detector.replace('/', '-').replace(':', '-')}.csv"
+    found.write_csv(ranking)  # the gallery's ranks and scores, and the rest of the ranking
     gallery = plot_suspects(found, dataset, out_dir / "suspects.png", top) if top > 0 else None
     _write_plan(out_dir / "plan.npz", found.index, np.where(plan.drop, -1, plan.label))
     result = CleanResult(out_dir, data_file, gallery, rule.action, int(plan.suspect.sum()),
                          int(((role != "unused") & ~dropped).sum()), int(plan.relabel.sum()), int(plan.drop.sum()),
-                         len(found.index))
+                         len(found.index), ranking)
     (out_dir / "clean.json").write_text(json.dumps({
         "run": str(run_dir), "data": config.data.spec, "requested_detector": requested, "detector": found.detector,
         "detector_rule": found.rule,
         "rule": asdict(rule), "decision": rule.describe(), "judged": result.judged, "suspects": result.flagged,
         "dropped": result.dropped, "relabelled": result.relabelled, "kept": result.kept,
         "kept_train": int(((role == "train") & ~dropped).sum()), "train_before": int((role == "train").sum()),
-        "data_file": data_file.name, "gallery": None if gallery is None else gallery.name}, indent=2) + "\n")
+        "data_file": data_file.name, "gallery": None if gallery is None else gallery.name,
+        "ranking": ranking.name}, indent=2) + "\n")
     return result
 
 
@@ -306,34 +312,87 @@ def _write_npz(path: Path, dataset: ImageDataset, columns: dict, action: str) ->
     return path
 
 
-def plot_suspects(found: RunDetection, dataset: ImageDataset, path: Path, top: int = 24, columns: int = 8) -> Path:
-    """A grid of the ``top`` training samples most likely wrong: each image with its given and suggested class
-    and its noise score (flagged ones framed in red)."""
+#: Decimals a gallery tile shows of a noise score, unless more are needed to tell the tiles apart (up to the CSV's).
+GALLERY_DECIMALS = 3
+#: Longest file name a tile shows whole (a longer one keeps its start and end around "…").
+TILE_NAME_CHARS = 22
+
+
+def suspect_titles(found: RunDetection, top: int = 24) -> list[str]:
+    """The gallery's tile titles, most likely wrong first, one per sample of the ``top``: ``#RANK NAME`` (the rank
+    and, for folder and CSV sources, the image's file name, else ``index N``), ``GIVEN → SUGGESTED`` and
+    ``score S``. RANK, the file and S are the label_issues CSV's ``rank``, ``path`` and ``noise_score`` of that
+    sample (:meth:`RunDetection.write_csv`); S is that CSV value rounded to 3 decimals, or to more (up to all of the
+    CSV's) when at 3 most tiles would show the same few scores: a run that memorised its labels puts many scores
+    within 0.0005 of 1, and "1.000" on every tile ranks nothing."""
+    order = found.ranking()[:top]
+    written = [score_text(found.noise_score[i]) for i in order]  # what the CSV holds
+    decimals = _decimals_to_tell_apart(written)
+    titles = []
+    for rank, (i, text) in enumerate(zip(order, written), 1):
+        given, suggested = int(found.given_label[i]), int(found.suggested_label[i])
+        name = _tile_name(Path(str(found.path[i])).name) if found.path is not None else f"index {int(found.index[i])}"
+        titles.append(f"#{rank} {name}\n{found.class_name(given)[:10]} → {found.class_name(suggested)[:10]}\n"
+                      f"score {float(text):.{decimals}f}")
+    return titles
+
+
+def _decimals_to_tell_apart(written: list[str]) -> int:
+    """The fewest decimals, at least :data:`GALLERY_DECIMALS`, at which at least half of the different scores
+    written with the CSV's :data:`SCORE_DECIMALS` still look different. Two neighbours sharing a rounded score
+    mislead no one (the rank orders them); most tiles sharing one does."""
+    distinct = len(set(written))
+    for decimals in range(GALLERY_DECIMALS, SCORE_DECIMALS):
+        if 2 * len({f"{float(t):.{decimals}f}" for t in written}) >= distinct:
+            return decimals
+    return SCORE_DECIMALS
+
+
+def _tile_name(name: str) -> str:
+    """A file name short enough for a tile: whole, or its start and end around "…"."""
+    if len(name) <= TILE_NAME_CHARS:
+        return name
+    keep = TILE_NAME_CHARS - 1
+    return name[:keep // 2] + "…" + name[-(keep - keep // 2):]
+
+
+def suspects_figure(found: RunDetection, dataset: ImageDataset, top: int = 24, columns: int = 8):
+    """The gallery as a matplotlib Figure: the ``top`` training samples most likely wrong, each titled by
+    :func:`suspect_titles` (flagged ones framed and titled in red). The caller closes it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     order = found.ranking()[:top]
+    titles = suspect_titles(found, top)
     rows = max(1, int(np.ceil(len(order) / columns)))
-    fig, axes = plt.subplots(rows, columns, figsize=(1.7 * columns, 2.2 * rows + 0.4), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(1.8 * columns, 2.4 * rows + 0.4), squeeze=False)
     for ax in axes.flat[len(order):]:
         ax.axis("off")
-    for ax, i in zip(axes.flat, order):
+    for ax, i, title in zip(axes.flat, order, titles):
         ax.set_xticks([])
         ax.set_yticks([])
         image = dataset.train.images[int(found.index[i])]
         ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray" if image.shape[-1] == 1 else None,
                   interpolation="nearest")
-        given, suggested = int(found.given_label[i]), int(found.suggested_label[i])
-        ax.set_title(f"{found.class_name(given)[:10]} → {found.class_name(suggested)[:10]}\n"
-                     f"score {found.noise_score[i]:.2f}", fontsize=8,
-                     color="tab:red" if found.flagged[i] else "black")
+        ax.set_title(title, fontsize=7.5, color="tab:red" if found.flagged[i] else "black")
         for side in ax.spines.values():
             side.set_color("tab:red" if found.flagged[i] else "lightgrey")
             side.set_linewidth(2 if found.flagged[i] else 1)
-    fig.suptitle(f"the {len(order)} labels most likely wrong ({found.detector}): given → suggested", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / (2.2 * rows + 0.4)), h_pad=1.2)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    fig.suptitle(f"the {len(order)} labels most likely wrong ({found.detector}): given → suggested; rank and "
+                 "score as in the CSV", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / (2.4 * rows + 0.4)), h_pad=1.2)
+    return fig
+
+
+def plot_suspects(found: RunDetection, dataset: ImageDataset, path: Path, top: int = 24, columns: int = 8) -> Path:
+    """Write :func:`suspects_figure` to ``path`` (PNG) and return ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig = suspects_figure(found, dataset, top, columns)
+    try:
+        fig.savefig(path, dpi=100)
+    finally:
+        plt.close(fig)
     return path

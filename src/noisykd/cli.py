@@ -6,21 +6,61 @@ import errno
 import functools
 import os
 import sys
+import textwrap
 from pathlib import Path
 from typing import List, Optional
 
 import numpy as np
 import typer
+from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from .errors import ConfigError, NoisyKDError
+from .helptext import argument_help, elide_middle, first_sentence, plain, without_arguments
 from .logs import log_to_stderr
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+
+class _ProseHelp:
+    """What every noisykd command and group shows in ``--help`` besides typer's defaults: a flag (``--help``,
+    ``--overwrite``) shows no ``<bool>`` value, since it takes none (typer 0.29 labels every flag with its bool
+    type), and an argument reads ``RUN`` / ``[NAMES]...`` in the usage line and the arguments panel (typer writes
+    a required one as ``{run}``)."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for param in params:
+            if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
+                param.metavar = ""  # a flag takes no value: nothing to show after it
+            elif isinstance(param, TyperArgument) and param.metavar is None:
+                param.metavar = param.name.upper()
+        return params
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if isinstance(param, TyperArgument):
+                name = param.metavar or param.name.upper()
+                pieces.append((name if param.required else f"[{name}]") + ("..." if param.nargs != 1 else ""))
+        if isinstance(self, TyperGroup):
+            pieces.append(self.subcommand_metavar)
+        return pieces
+
+
+class ProseCommand(_ProseHelp, TyperCommand):
+    """A noisykd command (see :class:`_ProseHelp`)."""
+
+
+class ProseGroup(_ProseHelp, TyperGroup):
+    """A noisykd command group (see :class:`_ProseHelp`)."""
+
+
+app = typer.Typer(cls=ProseGroup, add_completion=False, no_args_is_help=True,
                   help="Train image classifiers on noisy labels with knowledge distillation.")
-data_app = typer.Typer(no_args_is_help=True, help="Inspect data sources and label noise.")
+data_app = typer.Typer(cls=ProseGroup, no_args_is_help=True, help="Inspect data sources and label noise.")
 app.add_typer(data_app, name="data")
 # markup=False: every message holds user strings (paths, class names, config values); "[red]x[/red]" in one
 # must print as it is, never as a style or a MarkupError. Our own styles go through styled().
@@ -28,9 +68,58 @@ console = Console(markup=False)
 err_console = Console(stderr=True, markup=False)
 
 
+@app.callback()
+def _start() -> None:
+    """Fresh consoles for each invocation: rich reads the terminal width (COLUMNS) when a console is made, and
+    tables are fitted to the width of the terminal the command runs in now."""
+    global console, err_console
+    console = Console(markup=False)
+    err_console = Console(stderr=True, markup=False)
+
+
+def command(group: typer.Typer, name: str):
+    """Register the decorated function as command ``name`` of ``group``. Its help is its docstring as plain
+    prose (:func:`noisykd.helptext.plain`: no reST markup), the commands list shows its first sentence, and
+    ``[`` in it prints as written (typer reads help as rich markup)."""
+
+    def register(fn):
+        text = plain(fn.__doc__)
+        return group.command(name, cls=ProseCommand, help=escape(text),
+                             short_help=escape(first_sentence(text)))(fn)
+
+    return register
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The flags the training commands share (train, detect, compare, demo, reproduce; train-clean too): one
+# definition each, so that their spelling, short form, type and help cannot drift apart between commands
+# (tests/test_flags.py checks every command against these). Each means the same everywhere; a command that has
+# no use for one leaves it out (detect has no --out: it writes into its RUN folder).
+
+EPOCHS_OPTION = typer.Option(None, "--epochs", help="epochs of each training run (default: the config's)")
+SEED_OPTION = typer.Option(None, "--seed", help="training seed S (default: the config's); with --seeds N the runs use "
+                           "seeds S, S+1, ..., S+N-1 (default S = 0)")
+THREADS_OPTION = typer.Option(None, "--threads", help="CPU threads of torch (default: the config's; none set: every "
+                              "core)")
+DEVICE_OPTION = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (default: the config's)")
+OUT_OPTION = typer.Option(None, "--out", "-o", help="output folder (default: runs/<date-time>-<method>-<data> for "
+                          "train, else runs/COMMAND); compare and reproduce write each run to OUT/NAME/seed-S")
+SET_OPTION = typer.Option([], "--set", "-s", metavar="KEY=VALUE", help="override a config key of every run this "
+                          "command trains, e.g. --set optim.lr=0.1 (repeatable)")
+
+
 def styled(*parts) -> Text:
     """One line from parts: a ``(text, style)`` pair is styled, a plain string printed exactly as it is."""
     return Text.assemble(*parts)
+
+
+def _table(*headers: str, **options) -> Table:
+    """A rich table whose cells and headers wrap, and fold a word too long for their column, but are never cut
+    with an ellipsis (rich's default) however narrow the terminal."""
+    table = Table(*headers, **options)
+    for column in table.columns:
+        column.overflow = "fold"
+    return table
 
 
 def launched_by_torchrun() -> bool:
@@ -70,22 +159,22 @@ def friendly_errors(fn):
 # ------------------------------------------------------------------------------------------------------------
 # data
 
-@data_app.command("kinds")
+@command(data_app, "kinds")
 def data_kinds() -> None:
     """List the data and label-set spec kinds."""
     from .data import dataset_kinds, labelset_kinds
 
-    table = Table("kind", "spec", title="data sources")
+    table = _table("kind", "spec", title="data sources")
     for kind, usage in dataset_kinds().items():
         table.add_row(kind, usage)
     console.print(table)
-    table = Table("kind", "spec", title="label sets (--labels)")
+    table = _table("kind", "spec", title="label sets (--labels)")
     for kind, usage in labelset_kinds().items():
         table.add_row(kind, usage)
     console.print(table)
 
 
-@data_app.command("info")
+@command(data_app, "info")
 @friendly_errors
 def data_info(
     spec: str = typer.Argument(..., help="data spec, e.g. digits, cifar10:ROOT, fashion-mnist:ROOT, folder:ROOT"),
@@ -114,18 +203,21 @@ def data_info(
     h, w, c = dataset.image_shape
     console.print(styled((dataset.name, "bold"), f": {dataset.num_classes} classes, images {h}x{w}x{c} uint8, "
                                                  f"loaded in {load_s:.2f} s"))
-    table = Table("class", "name", "train", "train (given labels)", "test")
+    relabelled = not np.array_equal(noisy.labels, dataset.train.labels)
+    # one train column when the training labels are the data's own; two when noise or a label set changed them
+    train_columns = ["train (data's labels)", "train (training labels)"] if relabelled else ["train"]
+    table = _table("class", "name", *train_columns, "test")
     train_counts = np.bincount(dataset.train.labels, minlength=dataset.num_classes)
     given_counts = np.bincount(noisy.labels, minlength=dataset.num_classes)
     test_counts = (np.bincount(dataset.test.labels, minlength=dataset.num_classes)
                    if dataset.test is not None else None)
     for k, name in enumerate(dataset.classes):
-        table.add_row(str(k), name, f"{train_counts[k]:,}", f"{given_counts[k]:,}",
-                      f"{test_counts[k]:,}" if test_counts is not None else "-")
-    table.add_row("", "total", f"{len(dataset.train):,}", f"{len(noisy.labels):,}",
-                  f"{len(dataset.test):,}" if dataset.test is not None else "-", style="bold")
+        counts = [f"{train_counts[k]:,}"] + ([f"{given_counts[k]:,}"] if relabelled else [])
+        table.add_row(str(k), name, *counts, f"{test_counts[k]:,}" if test_counts is not None else "-")
+    totals = [f"{len(dataset.train):,}"] + ([f"{len(noisy.labels):,}"] if relabelled else [])
+    table.add_row("", "total", *totals, f"{len(dataset.test):,}" if dataset.test is not None else "-", style="bold")
     console.print(table)
-    console.print(f"training labels: {noisy.kind} {noisy.params or ''}")
+    console.print(f"training labels: {_training_labels(noisy, data_cfg)}", highlight=False)
     if noisy.noise_rate is None:
         console.print("noise rate: unknown (no clean labels)")
         return
@@ -134,15 +226,59 @@ def data_info(
     if noisy.open_set_rate:
         console.print(noisy.describe())
     if matrix and dataset.num_classes <= 20:
-        t = noisy.transition_matrix(dataset.num_classes)
-        table = Table("clean \\ given", *[str(k) for k in range(dataset.num_classes)],
-                      title="noise transition matrix (rows: clean class, columns: given label)")
-        for i in range(dataset.num_classes):
-            table.add_row(str(i), *[f"{v:.2f}" if v else "." for v in t[i]])
-        console.print(table)
+        _print_matrix(noisy.transition_matrix(dataset.num_classes), dataset.classes, "clean class",
+                      "noise transition matrix: the share of each clean class (rows) given each label (columns, "
+                      "numbered as the classes)", lambda v: f"{v:.2f}" if v else ".")
 
 
-@data_app.command("labels")
+def _training_labels(noisy, data_cfg) -> str:
+    """Where the training labels come from, in words: the data's own, a label set, or synthetic noise."""
+    if data_cfg.labels:
+        return f"the label set {data_cfg.labels}"
+    if noisy.kind == "given":
+        return "the data's own (whether they are right is unknown: no clean labels)"
+    if data_cfg.noise in ("none", ""):
+        return "the data's own, no noise added"
+    line = f"the data's with {data_cfg.noise} noise ({noisy.kind.replace('_', ' ')}, noise seed {data_cfg.noise_seed})"
+    return line + (f", out-of-distribution images from {data_cfg.ood}" if data_cfg.ood else "")
+
+
+def _print_matrix(matrix, classes, row_header: str, title: str, cell) -> None:
+    """A C x C matrix with every class name whole: rows are named ``k name``, columns numbered k (the rows are
+    their legend). Columns that do not fit the terminal go to further blocks below (as numpy prints wide arrays),
+    so that no name and no value is ever cut."""
+    rows = [f"{k} {name}" if str(name) != str(k) else str(k) for k, name in enumerate(classes)]
+
+    def block(columns: range) -> Table:
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+        table.add_column(row_header, no_wrap=True)
+        for j in columns:
+            table.add_column(str(j), justify="right", no_wrap=True)
+        for i, row in enumerate(rows):
+            table.add_row(row, *[cell(matrix[i][j]) for j in columns])
+        return table
+
+    def fits(n: int) -> bool:
+        return _natural_width(block(range(n))) <= console.width
+
+    per_block = len(classes)
+    while per_block > 1 and not fits(per_block):
+        per_block -= 1
+    for start in range(0, len(classes), per_block):
+        columns = range(start, min(start + per_block, len(classes)))
+        note = "" if len(columns) == len(classes) else f" (columns {columns[0]}-{columns[-1]} of {len(classes)})"
+        console.print(title + note, highlight=False)
+        console.print(block(columns))
+
+
+def _natural_width(renderable) -> int:
+    """The width ``renderable`` takes when nothing limits it (rich's own measure stops at the console's width)."""
+    from rich.measure import Measurement
+
+    return Measurement.get(console, console.options.update_width(10_000), renderable).maximum
+
+
+@command(data_app, "labels")
 @friendly_errors
 def data_labels(spec: str = typer.Argument(..., help="label-set spec, e.g. cifar100n:CIFAR-100_human.pt:noisy")) -> None:
     """Realised noise rate of a label set on its own (no images needed), e.g. CIFAR-100N."""
@@ -163,12 +299,12 @@ def data_labels(spec: str = typer.Argument(..., help="label-set spec, e.g. cifar
 # ------------------------------------------------------------------------------------------------------------
 # listings
 
-@app.command("configs")
+@command(app, "configs")
 def configs_cmd() -> None:
     """List the shipped run configs (configs/), for ``noisykd train --config NAME``."""
     from .config import find_config, shipped_configs
 
-    table = Table("config", "what it is")
+    table = _table("config", "what it is")
     for name in shipped_configs():
         title = next((line.lstrip("#").strip() for line in find_config(name).read_text().splitlines()
                       if line.startswith("#")), "")
@@ -176,49 +312,115 @@ def configs_cmd() -> None:
     console.print(table)
 
 
-@app.command("models")
+@command(app, "models")
 @friendly_errors
 def models_cmd(name: Optional[str] = typer.Argument(None, help="show this network's options")) -> None:
-    """List the registered networks, or show one network's options (``--set model.kwargs.KEY=VALUE``)."""
+    """List the registered networks, or show one network's options (``--set model.kwargs.KEY=VALUE``) with
+    their defaults and meaning."""
     from .models import MODELS
 
     _describe(MODELS, name, "model.kwargs")
 
 
-@app.command("methods")
+@command(app, "methods")
 @friendly_errors
 def methods_cmd(name: Optional[str] = typer.Argument(None, help="show this method's arguments and notes")) -> None:
-    """List the registered training methods, or show one method's ``method_args`` with their defaults."""
+    """List the registered training methods, or show one method's arguments (``--set method_args.KEY=VALUE``)
+    with their defaults and meaning."""
     from .methods import METHODS
 
     _describe(METHODS, name, "method_args")
 
 
+def entry_options(registry, name: str) -> dict:
+    """``{option: default}`` of a registered method or model: everything ``--set method_args.KEY`` (or
+    ``model.kwargs.KEY``) accepts. For a loss baseline (a method with a ``loss``) that is every keyword
+    hyperparameter of its loss (``reduction`` aside: the engine needs a batch mean), each with the preset's
+    default where there is one (its paper's value), else the loss function's own."""
+    import inspect
+
+    from .registry import REQUIRED
+
+    options = dict(registry.describe(name).options)
+    entry = registry[name]
+    loss = getattr(entry, "loss", None)
+    if registry.kind == "method" and isinstance(loss, str):
+        from .losses import LOSSES
+
+        for p in list(inspect.signature(LOSSES[loss]).parameters.values())[2:]:  # after (logits, labels)
+            if p.name != "reduction" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+                options.setdefault(p.name, REQUIRED if p.default is p.empty else p.default)
+    return options
+
+
+def _doc_sources(entry) -> list[str]:
+    """The docstrings that may document an entry's options, most specific first: the entry's own, its typed
+    arguments' (``Args`` and the dataclasses it extends) and, for a class, its ``__init__``'s."""
+    import dataclasses
+    import inspect
+
+    sources = [inspect.getdoc(entry) or ""]
+    args = getattr(entry, "Args", None)
+    if isinstance(args, type):
+        sources += [inspect.getdoc(c) or "" for c in args.__mro__ if dataclasses.is_dataclass(c)]
+    if inspect.isclass(entry) and "__init__" in vars(entry):
+        sources.append(inspect.getdoc(entry.__init__) or "")
+    return sources
+
+
+def option_help(registry, name: str) -> list[tuple[dict, str]]:
+    """Every option of entry ``name`` in order, grouped with the others that share its meaning:
+    ``[({option: default, ...}, meaning), ...]``; meaning "" where no docstring describes the option."""
+    options = entry_options(registry, name)
+    meanings = argument_help(_doc_sources(registry[name]), options)
+    group_of = {option: names for names in meanings for option in names}
+    groups: list[tuple[dict, str]] = []
+    done: set[str] = set()
+    for option in options:
+        if option in done:
+            continue
+        names = [n for n in group_of.get(option, (option,)) if n in options]
+        done.update(names)
+        groups.append(({n: options[n] for n in names}, meanings.get(group_of.get(option, ()), "")))
+    return groups
+
+
 def _describe(registry, name: Optional[str], key: str) -> None:
-    """A table of a registry's entries (summary and options), or one entry's whole docstring and defaults."""
+    """A table of a registry's entries (the first sentence of each and its options), or one entry's whole
+    docstring and every option with its default and meaning, all as plain prose."""
     if name is None:
-        table = Table(registry.kind, "what it is", f"options (--set {key}.KEY=VALUE)")
+        table = _table(registry.kind, "what it is", f"options (--set {key}.KEY=VALUE)")
         for entry in registry.names():
             d = registry.describe(entry)
-            table.add_row(entry, d.summary, ", ".join(d.options) or "-")
+            table.add_row(entry, d.summary, ", ".join(entry_options(registry, entry)) or "-")
         console.print(table)
         return
     d = registry.describe(name)
-    console.print(f"{name}: {d.doc}")
-    if d.options:
-        console.print(f"\n{key} defaults:")
-        for option, default in d.options.items():
-            console.print(f"  {option} = {default!r}")
+    options = entry_options(registry, name)
+    text = plain(without_arguments(d.doc, options))  # the arguments are shown below, with their defaults
+    console.print(styled((name, "bold"), f": {text}" if text else ""), highlight=False)
+    if not options:
+        console.print(f"\n{registry.kind} {name} has no options.")
+        return
+    console.print(f"\n{key} (--set {key}.KEY=VALUE), with their defaults:")
+    for defaults, meaning in option_help(registry, name):
+        console.print(styled("  ", (", ".join(f"{k} = {v!r}" for k, v in defaults.items()), "bold")),
+                      highlight=False)
+        # wrapped here, not by rich: rich pads every wrapped line with spaces up to the block's width
+        console.print(textwrap.fill(meaning or "(not described)", width=max(20, console.width - 1),
+                                    initial_indent=" " * 6, subsequent_indent=" " * 6, break_long_words=False,
+                                    break_on_hyphens=False), highlight=False,
+                      soft_wrap=True)
 
 
 # ------------------------------------------------------------------------------------------------------------
 # train / eval
 
-@app.command("train")
+@command(app, "train")
 @friendly_errors
 def train_cmd(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (see RUN/config.yaml)"),
-    overrides: List[str] = typer.Option([], "--set", "-s", help="override a config key: --set optim.lr=0.1"),
+    overrides: List[str] = SET_OPTION,
     method: Optional[str] = typer.Option(None, help="method (noisykd methods)"),
     data: Optional[str] = typer.Option(None, help="data spec"),
     labels: Optional[str] = typer.Option(None, help="label-set spec, e.g. cifar10n:FILE:worst"),
@@ -227,14 +429,14 @@ def train_cmd(
     ood: Optional[str] = typer.Option(None, help="out-of-distribution pool of openset noise: a data spec, e.g. "
                                       "fashion-mnist:ROOT"),
     model: Optional[str] = typer.Option(None, help="network (noisykd models)"),
-    epochs: Optional[int] = typer.Option(None, help="number of epochs"),
-    seed: Optional[int] = typer.Option(None, help="training seed"),
-    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, cuda:N"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder"),
+    epochs: Optional[int] = EPOCHS_OPTION,
+    seed: Optional[int] = SEED_OPTION,
+    device: Optional[str] = DEVICE_OPTION,
+    out: Optional[Path] = OUT_OPTION,
     resume: Optional[Path] = typer.Option(None, help="continue the run in this folder (or from this checkpoint), "
                                           "writing to that folder"),
     extend: bool = typer.Option(False, help="with --resume and --epochs: train on past the run's planned end"),
-    threads: Optional[int] = typer.Option(None, help="CPU threads of torch (default: every core)"),
+    threads: Optional[int] = THREADS_OPTION,
     print_config: bool = typer.Option(False, "--print-config", help="print the resolved config (YAML) and stop"),
     devices: Optional[int] = typer.Option(None, "--devices", min=1,
                                           help="train data-parallel over this many processes on this machine (one per "
@@ -441,7 +643,7 @@ def _pct(value) -> str:
     return "-" if value is None else f"{100 * value:.2f}%"
 
 
-@app.command("eval")
+@command(app, "eval")
 @friendly_errors
 def eval_cmd(
     target: Path = typer.Argument(..., help="run folder or checkpoint file"),
@@ -453,7 +655,7 @@ def eval_cmd(
     from .evaluate import evaluate_checkpoint
 
     results = evaluate_checkpoint(target, data_spec=data, best=best)
-    table = Table("head", "test accuracy")
+    table = _table("head", "test accuracy")
     for head, acc in results["accuracy"].items():
         table.add_row(head, _pct(acc))
     console.print(f"{results['checkpoint']} (epoch {results['epoch']}), {results['test_samples']:,} test images")
@@ -461,7 +663,7 @@ def eval_cmd(
     console.print(f"expected calibration error of the main head (15 bins): {_pct(results['ece'])}")
 
 
-@app.command("predict")
+@command(app, "predict")
 @friendly_errors
 def predict_cmd(
     target: Path = typer.Argument(..., help="run folder or checkpoint file"),
@@ -484,7 +686,7 @@ def predict_cmd(
     console.print(f"{len(predictions.index):,} images; wrote {out} and {npz_path(out)}")
 
 
-@app.command("detect")
+@command(app, "detect")
 @friendly_errors
 def detect_cmd(
     run: Path = typer.Argument(..., help="a finished run folder; trained first (with the options below) if it "
@@ -497,22 +699,29 @@ def detect_cmd(
                            "not better here, see benchmarks/results/practitioner-*.md"),
     verified: Optional[Path] = typer.Option(None, help="CSV of verified labels (index or path, label): score "
                                             "against these samples only"),
-    overwrite: bool = typer.Option(False, help="replace this detector's earlier results in RUN"),
+    overwrite: bool = typer.Option(False, help="replace RUN's files of this detector even when they are not its "
+                                   "own unchanged results (edited since, or another program's)"),
     method: Optional[str] = typer.Option(None, help="method to train when RUN holds no run (default ce)"),
     data: Optional[str] = typer.Option(None, help="data spec to train on when RUN holds no run (default digits)"),
     labels: Optional[str] = typer.Option(None, help="label-set spec, e.g. cifar10n:FILE:worst"),
     noise: Optional[str] = typer.Option(None, help="synthetic noise, e.g. sym:0.4 (default none)"),
-    epochs: Optional[int] = typer.Option(None, help="epochs, when RUN holds no run"),
-    seed: Optional[int] = typer.Option(None, help="training seed, when RUN holds no run"),
-    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, cuda:N (training and cross-validation)"),
-    threads: Optional[int] = typer.Option(None, help="CPU threads of torch (training and cross-validation)"),
-    overrides: List[str] = typer.Option([], "--set", "-s", help="config override for training: key=value"),
+    epochs: Optional[int] = EPOCHS_OPTION,
+    seed: Optional[int] = SEED_OPTION,
+    device: Optional[str] = DEVICE_OPTION,
+    threads: Optional[int] = THREADS_OPTION,
+    overrides: List[str] = SET_OPTION,
     top: int = typer.Option(10, help="show this many most-likely-wrong labels"),
 ) -> None:
     """Rank the labels by how likely they are wrong: RUN/label_issues-DETECTOR.csv (file, given and suggested
     class, score; most likely wrong first) and RUN/detection-DETECTOR.json (precision / recall / F1 / AUROC
     against the truth when it is known, or against --verified labels). With --cv K the ranking comes from K-fold
-    cross-validated probabilities: no network judges a label it trained on."""
+    cross-validated probabilities: no network judges a label it trained on.
+
+    Running it again (to add --verified, say) replaces this detector's files in RUN when they are its own
+    results, unchanged since detect wrote them; a file that is not (edited since, or another program's) is left
+    alone unless --overwrite. The results go into RUN, next to the run they judge, so detect has no --out.
+    --epochs, --seed and --set apply when RUN holds no run yet and is trained first; --device and --threads to
+    that training and to the --cv fold runs."""
     from .crossval import cross_validate
     from .detect.from_run import detect_from_run
     from .engine.runfolder import RunFolder
@@ -535,24 +744,30 @@ def detect_cmd(
     found = detect_from_run(run, detector, verified=verified)
     name = found.detector.replace("/", "-").replace(":", "-")
     csv_path, json_path = run / f"label_issues-{name}.csv", run / f"detection-{name}.json"
-    if csv_path.exists() and not overwrite:
-        raise typer.BadParameter(f"{csv_path} exists (an earlier detect with this detector); pass --overwrite to "
-                                 "replace it")
+    foreign = foreign_results(csv_path, json_path, found.detector)
+    if foreign and not overwrite:
+        raise typer.BadParameter(f"{foreign[0]} exists and is not detector {found.detector}'s own unchanged result "
+                                 "(edited since, or another program's): pass --overwrite to replace it, or move "
+                                 "it away")
+    if csv_path.exists() or json_path.exists():
+        err_console.print(f"replacing {'the files' if foreign else 'the earlier results'} of detector "
+                          f"{found.detector} in {str(run)}", highlight=False, soft_wrap=True)
     found.write_csv(csv_path)
-    write_json(found.summary(), json_path)
+    # the CSV's digest lets the next detect tell our file from one a user edited (foreign_results)
+    write_json({**found.summary(), "label_issues_csv": {"file": csv_path.name, "sha256": _sha256(csv_path)}},
+               json_path)
     n, flagged = len(found.index), int(found.flagged.sum())
     console.print(f"detector: {found.detector} ({found.rule}); flagged {flagged:,} of {n:,} labels "
                   f"({100 * flagged / max(n, 1):.1f}%)", highlight=False)
     if found.note:
         console.print(f"note: {found.note}", highlight=False)
-    table = Table("rank", "sample", "given", "suggested", "noise score", "flagged",
-                  title=f"the {top} labels most likely wrong")
-    for rank, i in enumerate(found.ranking()[:top], 1):
-        sample = str(found.path[i]) if found.path is not None else str(found.index[i])
-        table.add_row(str(rank), sample, found.class_name(int(found.given_label[i])),
-                      found.class_name(int(found.suggested_label[i])), f"{found.noise_score[i]:.3f}",
-                      "yes" if found.flagged[i] else "no")
-    console.print(table)
+    rows = [[str(rank), str(found.path[i]) if found.path is not None else str(found.index[i]),
+             found.class_name(int(found.given_label[i])), found.class_name(int(found.suggested_label[i])),
+             f"{found.noise_score[i]:.3f}", "yes" if found.flagged[i] else "no"]
+            for rank, i in enumerate(found.ranking()[:top], 1)]
+    console.print(f"the {len(rows)} labels most likely wrong (all of them, with full paths: {csv_path.name}):",
+                  highlight=False)
+    console.print(fitted_table(("rank", "sample", "given", "suggested", "noise score", "flagged"), rows, elide=1))
     if found.metrics is not None:
         m = found.metrics
         auroc = "-" if m.get("auroc") is None else f"{m['auroc']:.3f}"
@@ -562,15 +777,79 @@ def detect_cmd(
         console.print("the true labels are unknown: no precision or recall (give --verified FILE.csv with labels "
                       "you checked)")
     if found.noise_matrix is not None and len(found.classes) <= 20:
-        matrix = Table("true \\ given", *[c[:8] for c in found.classes],
-                       title="estimated noise transition matrix (confident learning; rows: true class)")
-        for c, row in zip(found.classes, found.noise_matrix):
-            matrix.add_row(c[:12], *[f"{v:.2f}" if v >= 0.005 else "." for v in row])
-        console.print(matrix)
-    console.print(f"wrote {csv_path} and {json_path}")
+        _print_matrix(found.noise_matrix, found.classes, "true class",
+                      "estimated noise transition matrix (confident learning): the share of each true class (rows) "
+                      "given each label (columns, numbered as the classes)",
+                      lambda v: f"{v:.2f}" if v >= 0.005 else ".")
+    console.print(f"wrote {csv_path} and {json_path}", highlight=False)
 
 
-@app.command("clean")
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def foreign_results(csv_path: Path, json_path: Path, detector: str) -> list[Path]:
+    """Which of a detector's two result files in a run folder must not be replaced without ``--overwrite``.
+
+    Both are derived files that ``noisykd detect`` writes and may replace: ``detection-X.json`` when it reads as
+    this detector's summary (its ``detector`` field names it), ``label_issues-X.csv`` when that summary holds
+    the CSV's SHA-256 and the file still has it (unchanged since detect wrote it), or, for a summary written
+    before digests were kept, when the CSV starts with this detector's ``# detector`` line and our header. Any
+    other existing file (edited since, written by another program, unreadable) is returned: replacing it could
+    lose someone's work. A missing file is nothing to protect.
+    """
+    import json
+
+    from .detect.from_run import CSV_HEADER
+
+    foreign: list[Path] = []
+    summary = None
+    if json_path.exists():
+        try:
+            summary = json.loads(json_path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError):
+            summary = None
+        if not (isinstance(summary, dict) and summary.get("detector") == detector and {"n", "n_flagged", "metrics"}
+                <= set(summary)):
+            summary = None
+            foreign.append(json_path)
+    if csv_path.exists():
+        recorded = (summary or {}).get("label_issues_csv") or {}
+        if recorded.get("sha256"):
+            ours = recorded.get("file") == csv_path.name and recorded["sha256"] == _sha256(csv_path)
+        else:
+            try:
+                with open(csv_path, encoding="utf-8") as f:
+                    head = [f.readline().rstrip("\r\n") for _ in range(2)]
+            except (OSError, UnicodeDecodeError):
+                head = []
+            ours = len(head) == 2 and head[0].startswith(f"# detector {detector}:") and head[1] == ",".join(CSV_HEADER)
+        if not ours:
+            foreign.insert(0, csv_path)
+    return foreign
+
+
+def fitted_table(headers, rows, elide: int) -> Table:
+    """A table that fits the terminal without cutting a header or a cell: column ``elide`` (paths) is shortened
+    in its middle (:func:`noisykd.helptext.elide_middle`, keeping each file name), every other column is shown
+    whole. rows: lists of strings, one per header."""
+
+    def table_of(cells) -> Table:
+        table = Table(*headers)
+        for column in table.columns:
+            column.no_wrap = True
+        for row in cells:
+            table.add_row(*row)
+        return table
+
+    others = _natural_width(table_of([[c if j != elide else "" for j, c in enumerate(r)] for r in rows]))
+    room = max(len(headers[elide]), console.width - (others - len(headers[elide])))
+    return table_of([[elide_middle(c, room) if j == elide else c for j, c in enumerate(r)] for r in rows])
+
+
+@command(app, "clean")
 @friendly_errors
 def clean_cmd(
     run: Path = typer.Argument(..., help="a finished run folder"),
@@ -606,7 +885,7 @@ def clean_cmd(
                   highlight=False)
 
 
-@app.command("train-clean")
+@command(app, "train-clean")
 @friendly_errors
 def train_clean_cmd(
     data: Optional[str] = typer.Option(None, help="data spec, e.g. folder:photos (default: the config's, or digits)"),
@@ -617,11 +896,11 @@ def train_clean_cmd(
     labels: Optional[str] = typer.Option(None, help="label-set spec, e.g. cifar10n:FILE:worst"),
     noise: Optional[str] = typer.Option(None, help="synthetic noise (for trying it on clean data), e.g. sym:0.4"),
     model: Optional[str] = typer.Option(None, help="network (noisykd models)"),
-    epochs: Optional[int] = typer.Option(None, help="epochs of every run"),
-    seed: Optional[int] = typer.Option(None, help="training seed"),
-    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, cuda:N"),
-    threads: Optional[int] = typer.Option(None, help="CPU threads of torch (default: every core)"),
-    overrides: List[str] = typer.Option([], "--set", "-s", help="config override of every run: key=value"),
+    epochs: Optional[int] = EPOCHS_OPTION,
+    seed: Optional[int] = SEED_OPTION,
+    device: Optional[str] = DEVICE_OPTION,
+    threads: Optional[int] = THREADS_OPTION,
+    overrides: List[str] = SET_OPTION,
     folds: int = typer.Option(0, "--folds", "--cv", help="K >= 2: judge the labels with K-fold cross-validated "
                               "probabilities (K more runs; needed for --action relabel); 0: with the noisy run's "
                               "own (measured as good for dropping, at half the cost)"),
@@ -685,45 +964,97 @@ def _train_for_detect(run: Path, state: str, method, data, noise, labels, overri
 # ------------------------------------------------------------------------------------------------------------
 # reproduce / compare
 
-@app.command("reproduce")
+@command(app, "reproduce")
 @friendly_errors
 def reproduce_cmd(
     ctx: typer.Context,
-    names: List[str] = typer.Argument(None, help="shipped configs to run, e.g. bkd/cifar10n-worst ce/cifar10n-worst"),
-    seeds: int = typer.Option(5, help="run seeds 0 .. N-1 of each setting"),
+    names: List[str] = typer.Argument(None, help="shipped configs to run, e.g. bkd/cifar10n-worst ce/cifar10n-worst, "
+                                      "or one suite, e.g. digits (--list shows both)"),
+    seeds: Optional[int] = typer.Option(None, help="run N seeds of each setting, S .. S+N-1 with S from --seed "
+                                        "(default: 5; a suite's own for a suite)"),
+    seed: Optional[int] = SEED_OPTION,
+    epochs: Optional[int] = EPOCHS_OPTION,
     epochs_scale: float = typer.Option(1.0, help="shorten every schedule by this factor (marked: not the paper's)"),
     smoke: bool = typer.Option(False, help="300 images, small_cnn, 2 epochs: checks the plumbing, not the number"),
     data_root: Optional[Path] = typer.Option(None, help="folder with cifar-10-batches-py/, cifar-100-python/ and "
                                              "CIFAR-10_human.pt (sets NOISYKD_CIFAR10, NOISYKD_CIFAR100 and "
                                              "NOISYKD_CIFAR_N)"),
-    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, cuda:N (default: each config's)"),
-    overrides: List[str] = typer.Option([], "--set", "-s", help="config override for every setting: key=value"),
-    out: Path = typer.Option(Path("runs/reproduce"), "--out", "-o", help="runs go to OUT/NAME/seed-S"),
+    device: Optional[str] = DEVICE_OPTION,
+    threads: Optional[int] = THREADS_OPTION,
+    overrides: List[str] = SET_OPTION,
+    out: Optional[Path] = OUT_OPTION,
     list_: bool = typer.Option(False, "--list", help="list the paper settings and their numbers, run nothing"),
 ) -> None:
-    """Run paper settings over seeds and print ours next to the paper's numbers (OUT/reproduce.md, .json).
-    Finished seeds are reused and unfinished ones resumed, so the command can be run again."""
-    from .reproduce import Report, Setting, run_seeds
+    """Run paper settings over seeds and print ours next to the paper's numbers (OUT/reproduce.md, .json;
+    default OUT: runs/reproduce), or a suite of methods on one data set (OUT/SUITE.md, .json). Finished seeds
+    are reused and unfinished ones resumed, so the command can be run again. --epochs N (as --set
+    optim.epochs=N), --epochs-scale, --smoke and --set change a setting from the paper's: the report marks it
+    "(shortened)" and lists the change; --device and --threads do not."""
+    from .reproduce import SUITES, Report, Setting, paper_settings_markdown, run_seeds, run_suite
 
     if list_:
-        _list_paper_settings()
+        print(paper_settings_markdown(), end="")  # plain: a Markdown table that pastes whole
         return
     if not names:
-        raise typer.BadParameter("name at least one setting (noisykd reproduce --list shows them)")
-    if seeds < 1:
-        raise typer.BadParameter("--seeds must be >= 1")
+        raise typer.BadParameter("name at least one setting or suite (noisykd reproduce --list shows them)")
+    suites = [name for name in names if name in SUITES]
+    if suites and len(names) > 1:
+        others = ", ".join(n for n in names if n != suites[0])
+        raise typer.BadParameter(f"a suite runs on its own: run {suites[0]} apart from {others}")
+    first_seed = _check_seeds(1 if seeds is None else seeds, seed)
+    if epochs is not None and epochs_scale != 1.0:
+        raise typer.BadParameter(f"--epochs {epochs} and --epochs-scale {epochs_scale:g} both set the schedule: "
+                                 "give one of them")
+    out = Path("runs/reproduce") if out is None else out
     if data_root is not None:
         for variable in ("NOISYKD_CIFAR10", "NOISYKD_CIFAR100", "NOISYKD_CIFAR_N"):
             os.environ[variable] = str(data_root)
     _check_writable(out)
-    settings = [Setting.from_config(name, epochs_scale=epochs_scale, smoke=smoke, overrides=overrides, device=device)
+    sets = _flag_sets({"optim.epochs": epochs}, list(overrides))  # refuses a --set contradicting --epochs
+    if suites:
+        report = run_suite(suites[0], out, seeds=seeds, first_seed=first_seed, epochs=epochs,
+                           epochs_scale=epochs_scale, smoke=smoke, device=device, threads=threads,
+                           overrides=list(overrides), on_seed=_say_seed, command=_invocation(ctx))
+        _print_markdown(report.markdown(with_paper=False))
+        console.print(f"wrote {out / (suites[0] + '.md')} and {out / (suites[0] + '.json')}", highlight=False)
+        return
+    seeds = 5 if seeds is None else seeds
+    settings = [_with_threads(Setting.from_config(name, epochs_scale=epochs_scale, smoke=smoke, overrides=sets,
+                                                  device=device), threads)
                 for name in names]  # every config is checked before anything trains
     report = Report("noisykd reproduce", _invocation(ctx))
     for setting in settings:
-        runs = run_seeds(setting, range(seeds), out, on_seed=_say_seed)
+        runs = run_seeds(setting, range(first_seed, first_seed + seeds), out, on_seed=_say_seed)
         report.add(setting, runs)
-    console.print(report.write(out / "reproduce", with_paper=True), markup=False, highlight=False)
-    console.print(f"wrote {out / 'reproduce.md'} and {out / 'reproduce.json'}")
+    _print_markdown(report.write(out / "reproduce", with_paper=True))
+    console.print(f"wrote {out / 'reproduce.md'} and {out / 'reproduce.json'}", highlight=False)
+
+
+def _check_seeds(seeds: int, seed: Optional[int]) -> int:
+    """The first seed of ``--seeds N`` runs (``--seed``, default 0), after checking both."""
+    if seeds < 1:
+        raise typer.BadParameter(f"--seeds must be >= 1, got {seeds}")
+    if seed is not None and seed < 0:
+        raise typer.BadParameter(f"--seed must be >= 0, got {seed}")
+    return 0 if seed is None else seed
+
+
+def _with_threads(setting, threads: Optional[int]):
+    """``setting`` run with ``threads`` CPU threads (None: as its config says). Not a ``--set``: the thread
+    count changes no result, so the setting stays the paper's. Checked now, with the rest of its config."""
+    import dataclasses
+
+    from .config import load_config
+
+    if threads is None:
+        return setting
+    return dataclasses.replace(setting, config=load_config(base={**setting.config, "threads": threads}).to_dict())
+
+
+def _print_markdown(text: str) -> None:
+    """A Markdown table as it is, every row one line however narrow the terminal (rich would wrap it, and a
+    wrapped table cannot be pasted)."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 def _invocation(ctx: typer.Context) -> str:
@@ -733,11 +1064,14 @@ def _invocation(ctx: typer.Context) -> str:
     if Path(sys.argv[0]).name == "noisykd":
         return shlex.join(["noisykd", *sys.argv[1:]])
     parts = ["noisykd", ctx.info_name or ""]
+    params = {p.name: p for p in ctx.command.params}
     for name, value in ctx.params.items():
-        default = next((p.default for p in ctx.command.params if p.name == name), None)
+        param = params.get(name)
+        default = None if param is None else param.default
         if value in (None, [], ()) or value == default:
             continue
-        option = "--" + name.rstrip("_").replace("_", "-")
+        longs = [o for o in getattr(param, "opts", []) if o.startswith("--")]
+        option = longs[0] if longs else "--" + name.rstrip("_").replace("_", "-")  # --set for overrides
         if name == "names":
             parts += [str(v) for v in value]
         elif isinstance(value, bool):
@@ -761,31 +1095,7 @@ def _say_seed(setting, seed: int, state: str) -> None:
     err_console.print(f"{setting.name}: {verb} seed {seed}", highlight=False)
 
 
-def _list_paper_settings() -> None:
-    """A Markdown table (it does not wrap names in a narrow terminal, and pastes into a report)."""
-    from .config import read_config_file, shipped_configs
-
-    lines = ["| setting | method | network | epochs | paper test acc | paper detection F1 / Pr / Re | source |",
-             "|---|---|---|---|---|---|---|"]
-    for name in shipped_configs():
-        data = read_config_file(name)
-        expected = data.get("expected")
-        if not expected:
-            continue
-        detection = " / ".join(_opt(expected.get(f"detection_{k}")) for k in ("f1", "precision", "recall"))
-        source = "; ".join(x for x in (expected.get("paper"), expected.get("test_acc_source"),
-                                       expected.get("detection_source")) if x)
-        lines.append(f"| {name} | {data.get('method', 'ce')} | {data.get('model', {}).get('name', '-')} | "
-                     f"{data.get('optim', {}).get('epochs', '-')} | {_opt(expected.get('test_acc'))} | {detection} | "
-                     f"{source} |")
-    print("\n".join(lines))
-
-
-def _opt(value) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
-@app.command("compare")
+@command(app, "compare")
 @friendly_errors
 def compare_cmd(
     ctx: typer.Context,
@@ -802,19 +1112,21 @@ def compare_cmd(
     ood: Optional[str] = typer.Option(None, help="out-of-distribution pool of openset noise: a data spec, e.g. "
                                       "fashion-mnist:ROOT"),
     model: Optional[str] = typer.Option(None, help="network (noisykd models)"),
-    epochs: Optional[int] = typer.Option(None, help="number of epochs"),
-    seeds: int = typer.Option(3, help="run seeds 0 .. N-1 of each method"),
-    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, cuda:N"),
-    threads: Optional[int] = typer.Option(None, help="CPU threads of torch (default: every core)"),
-    overrides: List[str] = typer.Option([], "--set", "-s", help="config override for every method: key=value"),
-    out: Path = typer.Option(Path("runs/compare"), "--out", "-o", help="runs go to OUT/LABEL/seed-S"),
+    epochs: Optional[int] = EPOCHS_OPTION,
+    seeds: int = typer.Option(3, help="run N seeds of each method (S .. S+N-1, S from --seed)"),
+    seed: Optional[int] = SEED_OPTION,
+    device: Optional[str] = DEVICE_OPTION,
+    threads: Optional[int] = THREADS_OPTION,
+    overrides: List[str] = SET_OPTION,
+    out: Optional[Path] = OUT_OPTION,
 ) -> None:
     """Compare methods on the same data and noisy labels over seeds: test accuracy (last, best noisy-val,
-    oracle) and wrong-label detection, mean ± std (OUT/compare.md, .json)."""
+    oracle) and wrong-label detection, mean ± std (OUT/compare.md, .json; default OUT: runs/compare). Finished
+    runs are reused and unfinished ones resumed, so the command can be run again."""
     from .reproduce import Report, compare_settings, run_seeds, split_method_specs
 
-    if seeds < 1:
-        raise typer.BadParameter("--seeds must be >= 1")
+    first_seed = _check_seeds(seeds, seed)
+    out = Path("runs/compare") if out is None else out
     _check_writable(out)
     flags = {"data.spec": data, "data.labels": labels, "data.noise": noise, "data.ood": ood, "model.name": model,
              "optim.epochs": epochs, "threads": threads}
@@ -824,27 +1136,34 @@ def compare_cmd(
     settings = compare_settings(specs, base=base, overrides=sets, device=device)
     report = Report("noisykd compare", _invocation(ctx))
     for setting in settings:
-        report.add(setting, run_seeds(setting, range(seeds), out, on_seed=_say_seed))
-    console.print(report.write(out / "compare", with_paper=False), markup=False, highlight=False)
-    console.print(f"wrote {out / 'compare.md'} and {out / 'compare.json'}")
+        report.add(setting, run_seeds(setting, range(first_seed, first_seed + seeds), out, on_seed=_say_seed))
+    _print_markdown(report.write(out / "compare", with_paper=False))
+    console.print(f"wrote {out / 'compare.md'} and {out / 'compare.json'}", highlight=False)
 
 
 # ------------------------------------------------------------------------------------------------------------
 # demo
 
-@app.command("demo")
+@command(app, "demo")
 @friendly_errors
 def demo_cmd(
-    out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="output folder"),
-    epochs: int = typer.Option(60, help="epochs per method"),
-    seed: int = typer.Option(0, help="training seed"),
+    out: Optional[Path] = OUT_OPTION,
+    epochs: Optional[int] = EPOCHS_OPTION,
+    seed: Optional[int] = SEED_OPTION,
+    threads: Optional[int] = THREADS_OPTION,
+    device: Optional[str] = DEVICE_OPTION,
+    overrides: List[str] = SET_OPTION,
 ) -> None:
     """The main job on built-in data: 8x8 digits with 40% symmetric label noise, CE against the best method
-    available, with a table of test accuracies and plots."""
+    available, with a table of test accuracies and plots (default output folder: runs/demo). A second demo
+    into the same folder reuses the finished runs and continues unfinished ones."""
     from .demo import run_demo
 
+    out = Path("runs/demo") if out is None else out
+    seed = 0 if seed is None else seed  # the demo's own seed
     _check_writable(out)
-    run_demo(out, epochs=epochs, seed=seed, console=console)
+    run_demo(out, epochs=epochs, seed=seed, threads=threads, device=device, overrides=list(overrides),
+             console=console)
 
 
 def main() -> None:  # pragma: no cover

@@ -31,9 +31,10 @@ REQUIRED = "<required>"
 
 @dataclass(frozen=True)
 class Description:
-    """What a registered entry is, for listings: its name, the first line of its docstring, the whole
-    docstring, its options with their defaults (``REQUIRED`` when there is none) and free-form metadata given at
-    registration (e.g. a data source's usage string)."""
+    """What a registered entry is, for listings: its name, the complete first sentence of its docstring as plain
+    text (``summary``, one line; never cut inside a sentence), the whole docstring as written (``doc``), its
+    options with their defaults (``REQUIRED`` when there is none) and free-form metadata given at registration
+    (e.g. a data source's usage string)."""
 
     name: str
     summary: str
@@ -131,11 +132,13 @@ class Registry(Mapping, Generic[T]):
 
     def describe(self, name: str) -> Description:
         """Name, docstring summary and options (with defaults) of entry ``name``."""
+        from .helptext import first_sentence
+
         entry = self[name]
         doc = inspect.getdoc(entry) or ""
         options = self._options_of(entry) if self._options_of else self.signature_options(entry)
-        return Description(name=name, summary=doc.splitlines()[0] if doc else "", doc=doc, options=options,
-                           meta=self.meta(name))
+        # the first sentence, not the first line: a sentence wrapped in the source is shown whole
+        return Description(name=name, summary=first_sentence(doc), doc=doc, options=options, meta=self.meta(name))
 
     def signature_options(self, entry: Any) -> dict[str, Any]:
         """Keyword parameters of a callable (a class: of its ``__init__``) besides the context parameters, with

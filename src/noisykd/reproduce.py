@@ -1,9 +1,11 @@
 """Settings run over seeds, summarised as mean ± std, next to the paper's numbers when there are some.
 
-``noisykd reproduce NAME...`` runs shipped configs (``configs/``, each with the paper's ``expected`` numbers);
+``noisykd reproduce NAME...`` runs shipped configs (``configs/``, each with the paper's ``expected`` numbers)
+or a suite (:data:`SUITES`: ``noisykd reproduce digits`` runs every registered method on the built-in digits);
 ``noisykd compare --methods ce,gce,bkd`` runs methods on the user's own data; the benchmark scripts use the
 same pieces (:func:`run_seeds`, :func:`summarize`). Each seed is a run folder ``OUT/NAME/seed-S``: a finished
 one is reused, an unfinished one resumed, so a second call continues where the first stopped.
+:func:`paper_settings_markdown` is the list ``noisykd reproduce --list`` prints.
 
 Example::
 
@@ -40,6 +42,8 @@ SMOKE = {"data.train_subset": 300, "data.test_subset": 500, "model.name": "small
 #: The per-seed numbers a summary reports, in the order of its table: summary.json path -> name.
 SELECTIONS = ("test_last", "test_best_noisy_val", "test_oracle")
 DETECTION = ("f1", "precision", "recall", "auroc")
+#: Memorisation: the share of wrongly labelled training samples predicted as their wrong label in the last epoch.
+MEMORISATION = ("fit_wrong",)
 
 
 @dataclass(frozen=True)
@@ -116,13 +120,17 @@ class SeedRun:
     reused: bool = False
 
     def value(self, name: str) -> float | None:
-        """A per-seed number by name: test_last, test_best_noisy_val, test_oracle, f1, precision, ..., as %."""
+        """A per-seed number by name: test_last, test_best_noisy_val, test_oracle, f1, precision, ..., fit_wrong
+        (the last epoch's ``train_fit_wrong_labels``; None when the truth is unknown), as %."""
         s = self.summary
         raw = {"test_last": (s.get("last") or {}).get("test_acc"),
                "test_best_noisy_val": (s.get("best_noisy_val") or {}).get("test_acc"),
                "test_oracle": (s.get("best_test_oracle") or {}).get("test_acc")}.get(name)
         if name in DETECTION:
             raw = (s.get("detection") or {}).get(name)
+        if name == "fit_wrong":
+            rows = self.history()
+            raw = rows[-1].get("train_fit_wrong_labels") if rows else None
         return None if raw is None else 100 * raw
 
     def history(self) -> list[dict]:
@@ -207,11 +215,15 @@ def mean_std(values: Sequence[float | None]) -> dict[str, float | int | None]:
 
 
 def summarize(runs: Sequence[SeedRun]) -> dict[str, Any]:
-    """Mean ± std over seeds of the three test accuracies (last, best noisy-val, oracle) and the detection
-    metrics, in %; the detector; the training time (sum of the engine's epoch times) per seed."""
-    out: dict[str, Any] = {name: mean_std([r.value(name) for r in runs]) for name in SELECTIONS + DETECTION}
+    """Mean ± std over seeds of the three test accuracies (last, best noisy-val, oracle), the detection
+    metrics and the wrong labels fit in the last epoch, in %; the detector; the training time (sum of the
+    engine's epoch times) per seed."""
+    from .detect.from_run import detector_name
+
+    out: dict[str, Any] = {name: mean_std([r.value(name) for r in runs])
+                           for name in SELECTIONS + DETECTION + MEMORISATION}
     detection = [r.summary.get("detection") or {} for r in runs]
-    out["detector"] = detection[0].get("detector") if detection else None
+    out["detector"] = detector_name(detection[0]["detector"]) if detection and detection[0].get("detector") else None
     out["train_seconds"] = mean_std([sum(row["epoch_time_s"] for row in r.history()) for r in runs])
     out["seeds"] = [r.seed for r in runs]
     return out
@@ -233,6 +245,7 @@ class Report:
     title: str
     command: str
     rows: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # printed under the table, one bullet each
 
     def add(self, setting: Setting, runs: Sequence[SeedRun]) -> dict:
         row = {"name": setting.name, "method": setting.config["method"], "changes": list(setting.changes),
@@ -245,7 +258,8 @@ class Report:
     def markdown(self, with_paper: bool) -> str:
         lines = [f"# {self.title}", "", f"Command: `{self.command}`", ""]
         head = ["setting"] + (["paper"] if with_paper else []) + ["last", "best noisy-val", "oracle"]
-        head += (["Δ last"] if with_paper else []) + ["detection F1"] + (["paper F1"] if with_paper else [])
+        head += (["Δ last"] if with_paper else []) + ["wrong labels fit", "detection F1"]
+        head += ["paper F1"] if with_paper else []
         head += ["detector", "seeds", "train s/seed"]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for row in self.rows:
@@ -259,7 +273,7 @@ class Report:
                 delta = (None if paper.get("test_acc") is None or ours["test_last"]["mean"] is None
                          else ours["test_last"]["mean"] - paper["test_acc"])
                 cells.append("-" if delta is None else f"{delta:+.2f}")
-            cells.append(fmt(ours["f1"]))
+            cells += [fmt(ours.get("fit_wrong")), fmt(ours["f1"])]
             if with_paper:
                 cells.append(_num(paper.get("detection_f1")))
             cells += [ours["detector"] or "-", str(len(ours["seeds"])), fmt(ours["train_seconds"], 1)]
@@ -267,11 +281,20 @@ class Report:
         lines.append("")
         lines.append("Accuracies and F1 in %, mean ± sample std over seeds. 'oracle' picks the epoch on the test set "
                      "(analysis only)." + (" 'Δ last' is ours at the last epoch minus the paper's number."
-                                           if with_paper else ""))
+                                           if with_paper else "") +
+                     " 'wrong labels fit': the share of the wrongly labelled training samples predicted as their "
+                     "wrong label in the last epoch (memorisation; '-' when the truth is unknown).")
         shortened = [r for r in self.rows if r["changes"]]
         if shortened:
-            lines += ["", "**Shortened settings are not the paper's** and their numbers are not comparable with it:"]
-            lines += [f"- {r['name']}: {'; '.join(r['changes'])}" for r in shortened]
+            lines += ["", "**Shortened settings are not the paper's** and their numbers are not comparable with it:"
+                      if with_paper else "Changed:"]
+            if len(shortened) > 1 and len(shortened) == len(self.rows) and \
+                    all(r["changes"] == shortened[0]["changes"] for r in shortened):
+                lines.append(f"- every setting: {'; '.join(shortened[0]['changes'])}")  # one line, not one per row
+            else:
+                lines += [f"- {r['name']}: {'; '.join(r['changes'])}" for r in shortened]
+        if self.notes:
+            lines += [""] + [f"- {note}" for note in self.notes]
         sources = [r for r in self.rows if r["expected"]]
         if with_paper and sources:
             lines += ["", "Paper numbers:"]
@@ -288,7 +311,8 @@ class Report:
         text = self.markdown(with_paper)
         _atomic(out.with_suffix(".md"), text)
         _atomic(out.with_suffix(".json"), json.dumps({"title": self.title, "command": self.command,
-                                                       "rows": self.rows}, indent=1, default=str))
+                                                       "rows": self.rows, "notes": self.notes}, indent=1,
+                                                      default=str))
         return text
 
 
@@ -359,3 +383,235 @@ def compare_settings(methods: Sequence[str], base: str | Path | None = "digits/s
     if len(set(labels)) != len(labels):
         raise ConfigError(f"--methods names a setting twice: {labels}; give each a label (label=method:args)")
     return settings
+
+
+# ------------------------------------------------------------------------------------------------------------
+# suites: many methods on one setting, the first thing to run (noisykd reproduce digits)
+
+@dataclass(frozen=True)
+class Suite:
+    """Every method of ``methods`` with its default arguments on the base config, over ``seeds`` seeds.
+
+    base:      the shipped config every method runs on (its data, noise, network and optimiser).
+    methods:   registered method names, in the order of the table.
+    excluded:  (method, why) for each registered method left out on purpose.
+    teacher:   the shipped config of the run that the methods needing a teacher (vkd, dfnd, modul: their
+               ``method_args.teacher``) distil; trained once, seed 0, before them.
+    epochs:    every run's epochs (the teacher's too), instead of the configs' own; None: theirs.
+    notes:     what a reader of the table must know, printed under it.
+    """
+
+    name: str
+    what: str
+    base: str
+    methods: tuple[str, ...]
+    excluded: tuple[tuple[str, str], ...] = ()
+    teacher: str | None = None
+    seeds: int = 3
+    epochs: int | None = None
+    notes: tuple[str, ...] = ()
+
+
+#: The suites ``noisykd reproduce NAME`` runs. digits: the first thing to run, on the built-in data, minutes on a
+#: CPU. 20 epochs (digits/sym40 has 60): memorisation is under way but not complete (one run, seed 0, when the
+#: suite was added: CE fit 49% of the wrong labels in epoch 20, test 82.2% last against 88.9% at its best epoch;
+#: at 60 epochs it fits them all), and BKD's fallback deadline (half the run) stays past most tipping epochs seen
+#: on digits (4-13, benchmarks/results/detection-digits-bkd-10seeds.md; that run split by its own rule, F1 85.1%).
+#: Its cost, estimated from the recorded 60-epoch runs
+#: (s/run in benchmarks/results/*digits*.md: CE-like losses ~15 s, cmd 18, bkd 29, dfnd 30, vkd 36, modul 61;
+#: gjs and nrd ~2.4x and ~3.3x CE, their ratio in nrd-grid-cifar10.md): ~400 s per seed at 60 epochs, so
+#: ~130 s per seed at 20, ~7 min for 3 seeds and the teacher on 2 cores.
+SUITES: dict[str, Suite] = {
+    "digits": Suite(
+        name="digits",
+        what="every registered method on the built-in 8x8 digits with 40% symmetric noise (digits/sym40), "
+             "minutes on a CPU",
+        base="digits/sym40",
+        methods=("ce", "ls", "boot", "cp", "gce", "sce", "nce_rce", "js", "gjs", "nrd", "proselflc", "mconf", "cmd",
+                 "bkd", "vkd", "dfnd", "modul"),
+        teacher="modul/digits-teacher",
+        seeds=3,
+        epochs=20,
+        notes=("vkd, dfnd and modul distil one teacher (modul/digits-teacher: CE on the clean labels of the same "
+               "digits, seed 0 for every student seed): it knows the true labels of the images the students train "
+               "on, which no other method here is told, so their rows measure distillation from it, not robustness "
+               "to the noise alone.",
+               "Every method runs with its default arguments; the numbers are this proxy's, not a paper's."),
+    ),
+}
+
+
+def needs_teacher(method: str) -> bool:
+    """Whether a registered method distils a teacher run (its arguments include ``teacher``)."""
+    from .methods import METHODS
+    from .methods.vkd import TeacherArgs
+
+    return issubclass(getattr(METHODS[method], "Args", object), TeacherArgs)
+
+
+def get_suite(name: str) -> Suite:
+    """The suite ``name``; a ConfigError lists the suites there are."""
+    if name not in SUITES:
+        raise ConfigError(f"unknown suite {name!r}; the suites are: {', '.join(SUITES)}")
+    return SUITES[name]
+
+
+def suite_teacher(name: str, *, epochs: int | None = None, epochs_scale: float = 1.0, smoke: bool = False,
+                  device: str | None = None, threads: int | None = None) -> Setting | None:
+    """The teacher run of suite ``name`` as a setting (None when no method of it needs one); ``epochs``,
+    ``epochs_scale``, ``smoke``, ``device`` and ``threads`` as for :func:`expand_suite`."""
+    suite = get_suite(name)
+    if suite.teacher is None or not any(needs_teacher(m) for m in suite.methods):
+        return None
+    data, changes = _suite_config(suite, suite.teacher, epochs, epochs_scale, smoke, device, threads)
+    config = load_config(base=data)
+    return Setting(name=suite.teacher, config=config.to_dict(), expected=None, changes=tuple(changes))
+
+
+def expand_suite(name: str, *, teacher: str | Path | None = None, epochs: int | None = None,
+                 epochs_scale: float = 1.0, smoke: bool = False, device: str | None = None,
+                 threads: int | None = None, overrides: Sequence[str] = ()) -> list[Setting]:
+    """One validated setting per method of suite ``name``, named by the method, in the suite's order.
+
+    ``teacher``: the finished run folder the teacher methods distil (their config is checked against it, so
+    it must exist: :func:`run_suite` trains :func:`suite_teacher` first). ``epochs``: every run's epochs
+    (default: the suite's), or ``epochs_scale``: the suite's shortened by this factor (``--epochs-scale``);
+    ``smoke``: a few hundred images, small_cnn (:data:`SMOKE`), for the plumbing; ``device``, ``threads``: where
+    the runs train (they change no result, so the report does not list them as changes);
+    ``overrides``: ``key=value`` for every method's config (not the teacher's)."""
+    suite = get_suite(name)
+    wanting = [m for m in suite.methods if needs_teacher(m)]
+    if wanting and teacher is None:
+        raise ConfigError(f"suite {name}: {', '.join(wanting)} distil a teacher run: pass its folder (run_suite "
+                          f"trains one from {suite.teacher} first)")
+    settings = []
+    for method in suite.methods:
+        data, changes = _suite_config(suite, suite.base, epochs, epochs_scale, smoke, device, threads)
+        data["method"], data["method_args"] = method, ({"teacher": str(teacher)} if method in wanting else {})
+        apply_overrides(data, list(overrides))
+        changes += [f"--set {o}" for o in overrides]
+        config = load_config(base=data)
+        settings.append(Setting(name=method, config=config.to_dict(), expected=None, changes=tuple(changes)))
+    return settings
+
+
+def _suite_config(suite: Suite, config_name: str, epochs: int | None, epochs_scale: float, smoke: bool,
+                  device: str | None, threads: int | None) -> tuple[dict, list[str]]:
+    """A config of the suite as plain data: with the suite's epochs, then cut to a smoke run, then ``epochs`` or
+    ``epochs_scale``; and what differs from the suite's own setting, for the report."""
+    data = read_config_file(config_name)
+    changes: list[str] = []
+    if device is not None:
+        data["device"] = device
+    if threads is not None:
+        data["threads"] = threads
+    if suite.epochs is not None:
+        set_epochs(data, suite.epochs)
+    if smoke:
+        apply_smoke(data)
+        changes.append(f"smoke: 300 training and 500 test images, small_cnn, {SMOKE['optim.epochs']} epochs")
+    if epochs is not None:
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ConfigError(f"suite {suite.name}: epochs must be an integer >= 1, got {epochs!r}")
+        set_epochs(data, epochs)
+        changes.append(f"{epochs} epoch{'s' if epochs != 1 else ''}")
+    elif epochs_scale != 1.0:
+        scale_epochs(data, epochs_scale)
+        changes.append(f"epochs x{epochs_scale:g}")
+    return data, changes
+
+
+def _suite_setting(suite: Suite) -> str:
+    """One line: what every method of the suite runs."""
+    epochs = _epochs_note(suite, suite.base)
+    return (f"Every method runs {suite.base}{' with ' + epochs if epochs else ''}, over {suite.seeds} seeds unless "
+            "the command says otherwise.")
+
+
+def _epochs_note(suite: Suite, config_name: str) -> str:
+    """``"20 epochs (its own: 60)"`` when the suite changes the config's epochs, else empty."""
+    own = (read_config_file(config_name).get("optim") or {}).get("epochs", RunConfig().optim.epochs)
+    return "" if suite.epochs in (None, own) else f"{suite.epochs} epochs (its own: {own})"
+
+
+def set_epochs(data: dict, epochs: int) -> None:
+    """Set a config's epochs in place, its milestones and warm-up scaled by the same factor (milestones kept
+    inside the run, at least one epoch)."""
+    optim = data.setdefault("optim", {})
+    factor = epochs / optim.get("epochs", RunConfig().optim.epochs)
+    optim["epochs"] = epochs
+    if optim.get("milestones"):
+        optim["milestones"] = sorted({min(max(1, round(m * factor)), epochs) for m in optim["milestones"]})
+    if optim.get("warmup_epochs"):
+        optim["warmup_epochs"] = min(max(0, round(optim["warmup_epochs"] * factor)), epochs - 1)
+
+
+def run_suite(name: str, out: str | Path, *, seeds: int | None = None, first_seed: int = 0, epochs: int | None = None,
+              epochs_scale: float = 1.0, smoke: bool = False, device: str | None = None, threads: int | None = None,
+              overrides: Sequence[str] = (), on_seed: Callable[[Setting, int, str], None] | None = None,
+              command: str = "") -> Report:
+    """Run suite ``name``: its teacher (when a method needs one) into ``OUT/NAME/TEACHER/seed-0``, then every method
+    over ``seeds`` seeds (default: the suite's) from ``first_seed`` on into ``OUT/NAME/METHOD/seed-S`` (finished
+    runs reused, as
+    :func:`run_seeds`), and write the comparison table to ``OUT/NAME.md`` and ``OUT/NAME.json``; returns the
+    report (``report.markdown(False)`` is the table). ``epochs``, ``epochs_scale``, ``smoke``, ``device``,
+    ``threads``, ``overrides``: as :func:`expand_suite`; ``on_seed``: as :func:`run_seeds`, for progress output."""
+    suite = get_suite(name)
+    count = suite.seeds if seeds is None else seeds
+    if count < 1 or first_seed < 0:
+        raise ConfigError(f"seeds must be >= 1 and the first seed >= 0, got {count} from {first_seed}")
+    root = Path(out) / suite.name
+    teacher = suite_teacher(name, epochs=epochs, epochs_scale=epochs_scale, smoke=smoke, device=device,
+                            threads=threads)
+    teacher_run = run_seeds(teacher, [0], root, on_seed=on_seed)[0] if teacher is not None else None
+    settings = expand_suite(name, teacher=None if teacher_run is None else teacher_run.out_dir, epochs=epochs,
+                            epochs_scale=epochs_scale, smoke=smoke, device=device, threads=threads,
+                            overrides=overrides)
+    report = Report(f"noisykd reproduce {name}: {suite.what}", command or f"noisykd reproduce {name}")
+    for setting in settings:
+        report.add(setting, run_seeds(setting, range(first_seed, first_seed + count), root, on_seed=on_seed))
+    report.notes += [_suite_setting(suite)] + list(suite.notes)
+    if teacher_run is not None:
+        acc = teacher_run.value("test_last")
+        changed = "; ".join([_epochs_note(suite, suite.teacher)] + list(teacher.changes))
+        report.notes.append(f"The teacher ({teacher.name}{', ' + changed if changed else ''}): "
+                            f"{'-' if acc is None else f'{acc:.2f}'}% test accuracy at its last epoch "
+                            f"({teacher_run.out_dir}).")
+    report.write(Path(out) / suite.name, with_paper=False)
+    return report
+
+
+# ------------------------------------------------------------------------------------------------------------
+# noisykd reproduce --list
+
+def paper_settings_markdown() -> str:
+    """What ``noisykd reproduce --list`` prints: a Markdown table of the shipped configs that carry a paper's
+    numbers (its ``expected`` block), a line for each that distils a teacher run, and a table of the suites."""
+    from .config import shipped_configs
+
+    lines = ["| setting | method | network | epochs | paper test acc | paper detection F1 / Pr / Re | source |",
+             "|---|---|---|---|---|---|---|"]
+    teachers = []
+    for name in shipped_configs():
+        data = read_config_file(name)
+        expected = data.get("expected")
+        if not expected:
+            continue
+        detection = " / ".join(_num(expected.get(f"detection_{k}")) for k in ("f1", "precision", "recall"))
+        source = "; ".join(x for x in (expected.get("paper"), expected.get("test_acc_source"),
+                                       expected.get("detection_source")) if x)
+        lines.append(f"| {name} | {data.get('method', 'ce')} | {(data.get('model') or {}).get('name', '-')} | "
+                     f"{(data.get('optim') or {}).get('epochs', '-')} | {_num(expected.get('test_acc'))} | "
+                     f"{detection} | {source} |")
+        teacher = (data.get("method_args") or {}).get("teacher")
+        if teacher:
+            teachers.append(f"- {name} distils a teacher run (method_args.teacher: {teacher}): train it first, as the "
+                            "comments at the top of the config say.")
+    if teachers:
+        lines += [""] + teachers
+    lines += ["", "Suites (`noisykd reproduce NAME`): many methods on one setting, compared with each other.", "",
+              "| suite | what | methods | seeds | epochs |", "|---|---|---|---|---|"]
+    for suite in SUITES.values():
+        lines.append(f"| {suite.name} | {suite.what} | {len(suite.methods)}: {', '.join(suite.methods)} | "
+                     f"{suite.seeds} | {suite.epochs if suite.epochs is not None else 'the config'} |")
+    return "\n".join(lines) + "\n"

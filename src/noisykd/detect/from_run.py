@@ -9,6 +9,11 @@ Detectors: ``auto`` (the run's own decision), a rule re-deciding from the run's 
 (``otsu_mu1``, ``otsu_s``, ``otsu_mu2``, ``gmm``, ``argmax``, ``confident_learning``), or ``cv`` / ``cv:RULE``:
 a rule on the out-of-sample probabilities of the run's cross-validation folds (``noisykd.crossval``), which also
 cover the run's validation samples.
+
+A run whose method has no detector of its own is decided at its end by ``gmm`` on its final P(given label) (the
+engine's default detector); ``gmm`` here repeats that fit (the same scores, rows and seed), so on such a run
+``auto`` and ``gmm`` flag the same samples. Runs made before that detector was named ``gmm`` call it
+``gmm_on_final_loss`` (:data:`RENAMED_DETECTORS`); they are read under the new name.
 """
 
 from __future__ import annotations
@@ -31,6 +36,10 @@ RULES = ("otsu_mu1", "otsu_s", "otsu_mu2", "gmm", "argmax", "confident_learning"
 DETECTORS = ("auto", *RULES, "cv", *(f"cv:{rule}" for rule in RULES))
 #: The rule ``cv`` applies to cross-validated probabilities: see benchmarks/results/practitioner-*.md.
 CV_DEFAULT_RULE = "confident_learning"
+#: Detector names that earlier noisykd versions wrote into a run's summary.json -> their name now.
+RENAMED_DETECTORS = {"gmm_on_final_loss": "gmm"}
+#: Decimals of the noise score in label_issues-*.csv (and the most a gallery tile shows: it shows the CSV's value).
+SCORE_DECIMALS = 6
 CSV_HEADER = ("rank", "index", "path", "given_label", "given_class", "suggested_label", "suggested_class",
               "noise_score", "group", "flagged")
 
@@ -79,7 +88,7 @@ class RunDetection:
                 given, suggested = int(self.given_label[i]), int(self.suggested_label[i])
                 writer.writerow([rank, int(self.index[i]), "" if self.path is None else self.path[i], given,
                                  self.class_name(given), suggested, self.class_name(suggested),
-                                 f"{float(self.noise_score[i]):.6f}", "" if self.group[i] < 0 else int(self.group[i]),
+                                 score_text(self.noise_score[i]), "" if self.group[i] < 0 else int(self.group[i]),
                                  int(self.flagged[i])])
         os.replace(tmp, path)
 
@@ -91,15 +100,27 @@ class RunDetection:
                 "estimated_noise_matrix": None if self.noise_matrix is None else np.round(self.noise_matrix, 4).tolist()}
 
 
-def detect_from_run(run_dir: str | Path, detector: str = "auto", seed: int = 0,
+def score_text(noise_score: float) -> str:
+    """A noise score as label_issues-*.csv writes it: :data:`SCORE_DECIMALS` decimals."""
+    return f"{float(noise_score):.{SCORE_DECIMALS}f}"
+
+
+def detector_name(name: str) -> str:
+    """A detector's name as noisykd writes it now (``gmm_on_final_loss``, an earlier name, -> ``gmm``)."""
+    return RENAMED_DETECTORS.get(name, name)
+
+
+def detect_from_run(run_dir: str | Path, detector: str = "auto", seed: int | None = None,
                     verified: str | Path | None = None) -> RunDetection:
     """Apply ``detector`` to the per-sample outputs of a finished run.
 
     "auto" keeps the run's own decision (the method's detector, e.g. BKD's P_A < mu1 at the fitting epoch, or
-    the GMM on the final loss for methods without one). The Otsu and GMM rules re-decide from the run's clean
-    score, 1 - ``noise_score``; "argmax" and "confident_learning" (cleanlab) use the final class probabilities.
-    ``verified``: a CSV of true labels for some samples (columns ``index`` or ``path``, and ``label``, a class
-    name or id); the metrics are then measured on those samples only.
+    ``gmm``, the GMM on the final loss, for methods without one). The Otsu and GMM rules re-decide from the run's
+    clean score (its final P(given label) when the run's own detector is ``gmm``, else 1 - ``noise_score``);
+    "argmax" and "confident_learning" (cleanlab) use the final class probabilities. ``seed``: of the GMM fit
+    (None: the run's own seed, so that ``gmm`` repeats the run's fit). ``verified``: a CSV of true labels for
+    some samples (columns ``index`` or ``path``, and ``label``, a class name or id); the metrics are then
+    measured on those samples only.
     """
     if detector not in DETECTORS:
         raise DataError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}")
@@ -125,18 +146,19 @@ def detect_from_run(run_dir: str | Path, detector: str = "auto", seed: int = 0,
     num_classes = probs.shape[1] if probs is not None else int(given.max()) + 1
     classes = tuple(summary.get("classes") or (str(c) for c in range(num_classes)))
     own = summary.get("detection") or {}
+    own_name = detector_name(own.get("detector", "the run's own"))
     group = samples["group"][rows] if "group" in samples else np.full(len(rows), -1)
     if detector == "auto":
         flagged = samples["flagged"][rows] == 1
         noise_score = samples["noise_score"][rows].astype(np.float64)
-        name, rule, note = own.get("detector", "the run's own"), own.get("rule", ""), own.get("note", "")
+        name, rule, note = own_name, own.get("rule", ""), own.get("note", "")
     else:
         if detector in ("argmax", "confident_learning") and probs is None:
             raise DataError(f"{run_dir}: detector {detector!r} needs the run's class probabilities (pred_probs), "
                             "which this run did not save")
-        clean_score = np.clip(1.0 - samples["noise_score"][rows].astype(np.float64), 0, 1)
         issues = find_label_issues(given, probs if detector in ("argmax", "confident_learning") else None,
-                                   scores=clean_score, method=detector, seed=seed)
+                                   scores=_clean_score(samples, rows, own_name),
+                                   method=detector, seed=_run_seed(run_dir) if seed is None else seed)
         flagged, noise_score = issues.is_label_issue, issues.noise_score
         group = issues.group if issues.group is not None else np.full(len(rows), -1)
         name, rule = detector, f"{issues.thresholds.get('rule', detector)}, re-decided from the run's scores"
@@ -152,7 +174,28 @@ def detect_from_run(run_dir: str | Path, detector: str = "auto", seed: int = 0,
                         None if probs is None else estimate_noise_matrix(given, probs), probs)
 
 
-def _detect_cross_validated(run_dir: Path, rule: str, seed: int, verified) -> RunDetection:
+def _clean_score(samples: dict[str, np.ndarray], rows: np.ndarray, own_detector: str) -> np.ndarray:
+    """The run's clean score of ``rows`` (float64, in [0, 1], higher = cleaner). For the engine's default detector
+    ``gmm`` that is the final P(given label), read from ``p_given``: the stored noise score, 1 - P in float32,
+    rounds the smallest probabilities to 0, which moves the GMM's min-max normalised losses."""
+    if own_detector == "gmm" and "p_given" in samples:
+        return np.clip(samples["p_given"][rows].astype(np.float64), 0, 1)
+    return np.clip(1.0 - samples["noise_score"][rows].astype(np.float64), 0, 1)
+
+
+def _run_seed(run_dir: Path) -> int:
+    """The run's training seed (its config.yaml; 0 when it names none), which its own GMM fit used."""
+    from ..config import read_config_file
+    from ..errors import ConfigError
+
+    try:
+        seed = read_config_file(run_dir / "config.yaml").get("seed", 0)
+    except ConfigError:
+        return 0  # verify_inputs has checked the file; a config this cannot read decides nothing else here
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0 else 0
+
+
+def _detect_cross_validated(run_dir: Path, rule: str, seed: int | None, verified) -> RunDetection:
     """``rule`` on the run's cross-validated probabilities (``RUN/cv/cv_probs.npz``): every labelled sample."""
     from ..crossval import CrossValidated, cv_path
 
@@ -166,7 +209,7 @@ def _detect_cross_validated(run_dir: Path, rule: str, seed: int, verified) -> Ru
     given, probs = cv.given_label, cv.pred_probs.astype(np.float64)
     probs /= probs.sum(axis=1, keepdims=True)
     classes = tuple(summary.get("classes") or (str(c) for c in range(probs.shape[1])))
-    issues = find_label_issues(given, probs, method=rule, seed=seed)
+    issues = find_label_issues(given, probs, method=rule, seed=0 if seed is None else seed)
     paths = samples["path"][rows] if "path" in samples else None
     flagged, noise_score = issues.is_label_issue, issues.noise_score
     truth, metrics = _truth_and_metrics(samples, rows, given, flagged, noise_score, classes, paths, verified)

@@ -26,8 +26,12 @@ from ..methods import Detection, SampleOutputs
 from .setup import PreparedData
 
 log = logging.getLogger("noisykd.engine")
-#: The detector a run uses when its method has none: DivideMix's 2-component GMM on the final per-sample loss.
-DEFAULT_DETECTOR = "gmm_on_final_loss"
+#: The detector a run uses when its method has none: DivideMix's 2-component GMM on the final per-sample loss, the
+#: rule ``noisykd detect --detector gmm`` applies to a run's clean score, hence its name (runs made before it was
+#: named so say "gmm_on_final_loss": ``noisykd.detect.from_run.RENAMED_DETECTORS``).
+DEFAULT_DETECTOR = "gmm"
+#: What the default detector does, for people (summary.json, label_issues-gmm.csv's first line).
+DEFAULT_RULE = "2-component GMM on the final per-sample loss (DivideMix); flagged: the high-loss component"
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,8 @@ def collect_outputs(data: PreparedData, train_logits: torch.Tensor, method_name:
     detection = outputs.detection
     if detection is None:
         why = outputs.note or f"{method_name} has no wrong-label detector of its own"
-        log.info(f"{why}: flagging with DivideMix's 2-component GMM on the final per-sample loss")
+        log.info(f"{why}: flagging with detector {DEFAULT_DETECTOR}, DivideMix's 2-component GMM on the final "
+                 "per-sample loss")
         detection = _default_detection(given, columns["p_given"], rows, seed)
     _check_scores(method_name, detection, rows)
     noise_score = np.asarray(detection.noise_score, dtype=np.float32)
@@ -114,13 +119,13 @@ def collect_outputs(data: PreparedData, train_logits: torch.Tensor, method_name:
 
 
 def _default_detection(given: np.ndarray, p_given: np.ndarray, rows: np.ndarray, seed: int) -> Detection:
-    """The GMM's score is the final P(given label) (its loss is -log of it); flagged: the high-loss component."""
+    """The GMM's score is the final P(given label) (its loss is -log of it); flagged: the high-loss component.
+    ``noisykd detect --detector gmm`` repeats this fit (the same scores, rows and seed)."""
     issues = find_label_issues(given[rows], scores=p_given[rows], method="gmm", seed=seed)
     clean_score = p_given  # NaN outside the training and held-out validation samples
     flagged = np.zeros(len(given), dtype=bool)
     flagged[rows] = issues.is_label_issue
-    return Detection(clean_score=clean_score, flagged=flagged, detector=DEFAULT_DETECTOR,
-                     rule="2-component GMM on the final per-sample loss (DivideMix); flagged: the high-loss component")
+    return Detection(clean_score=clean_score, flagged=flagged, detector=DEFAULT_DETECTOR, rule=DEFAULT_RULE)
 
 
 def _check_lengths(method_name: str, outputs: SampleOutputs, n: int) -> None:

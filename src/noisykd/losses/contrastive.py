@@ -1,4 +1,4 @@
-"""MODUL's losses (Tu et al., "Student under universal label noise"), as pure functions of tensors.
+"""MODUL's losses (Tang et al., "Student under universal label noise"), as pure functions of tensors.
 
 * :func:`sl_loss`: the subjective-logic (evidential) loss of Eq. 2, the teacher's per-sample score behind the
   clean / closed-noisy / open-noisy split.

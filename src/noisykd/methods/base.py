@@ -362,7 +362,9 @@ class Method:
 
     ``Args`` is a frozen dataclass of the method's arguments (``method_args`` in a run config), with type
     annotations and defaults, and a ``validate(epochs)`` method for ranges: both are checked when the config is
-    loaded, before any data loads (:meth:`parse_args`).
+    loaded, before any data loads (:meth:`parse_args`). Its docstring says what each field means, in a
+    paragraph of ``field: meaning`` lines (a longer meaning continues on deeper-indented lines; ``a, b: ...``
+    for a shared one): ``noisykd methods NAME`` lists every field with its default and that meaning.
     """
 
     name: ClassVar[str] = "method"

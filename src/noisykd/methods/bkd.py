@@ -241,9 +241,9 @@ class BKDArgs:
 class BlindKnowledgeDistillation(Method):
     """Teacher + blind student, tipping-point detection, Otsu noise estimation, robust second stage.
 
-    Arguments: :class:`BKDArgs`. When the true labels are known, the reports also score the Otsu split of
-    every recorded epoch (``bkd_split_quality.csv``/``.png``, the paper's Fig. 3c), to judge the tipping epoch
-    after the fact.
+    Arguments: the fields of :class:`BKDArgs` (listed with their defaults by ``noisykd methods bkd``). When the
+    true labels are known, the reports also score the Otsu split of every recorded epoch
+    (``bkd_split_quality.csv``/``.png``, the paper's Fig. 3c), to judge the tipping epoch after the fact.
     """
 
     Args = BKDArgs

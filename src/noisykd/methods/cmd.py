@@ -67,7 +67,9 @@ class CMDArgs:
     eta:           chi's scale, chi starts near H(u)/eta (default 2; > 0).
     b2:            chi's slope over the epochs for ``progressive`` (default -5; must be != 0; < 0 best in the
                    paper's Fig. 4). ``static`` is b2 = 0 by definition and ignores it.
-    b1, transit, schedule_unit: ProSelfLC's g(t) (6, 0.5, "iterations"); rho: Mconf's threshold (0.5).
+    b1, transit, schedule_unit: ProSelfLC's g(t) (6, 0.5, "iterations"); b1 is also the smoothness of Mconf's
+                   g(r).
+    rho:           Mconf's certainty threshold (0.5).
     epsilon:       the fixed eps of ls / cp / boot (None: 0.1 / 0.25 / 0.05, see ``selfkd.FIXED_EPSILON``).
     detach_target: detach p inside a model's own q~ (paper); False keeps the gradient.
     log_eps:       None (default): the exact ln p in every H(., p) and in the selection entropy; a float >= 0:
@@ -114,8 +116,9 @@ class CMDArgs:
 class MutualConfidentDistillation(Method):
     """Two models, each with self label correction, distilling each other's confident knowledge (CMD).
 
-    Arguments: :class:`CMDArgs`. Per epoch, in metrics.csv: the share of samples whose peer knowledge was
-    selected (``train_selected_b2a``: B's label distilled into A; ``train_selected_a2b``), ``train_chi``,
+    Arguments: the fields of :class:`CMDArgs` (listed with their defaults by ``noisykd methods cmd``). Per
+    epoch, in metrics.csv: the share of samples whose peer knowledge was selected (``train_selected_b2a``: B's
+    label distilled into A; ``train_selected_a2b``), ``train_chi``,
     the mean eps of each model (``train_epsilon_a``/``_b``) and, when the truth is known, the share of selected
     peer predictions that are the clean label (``train_selected_right_b2a``/``_a2b``). Plot: cmd_selection.png.
     """

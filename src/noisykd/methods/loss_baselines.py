@@ -25,8 +25,8 @@ LOSS_BASELINES = ("ce", "ls", "cp", "boot", "gce", "sce", "nce_rce", "js")
 class LossBaseline(Method):
     """A single network ``net`` minimising ``loss(logits, given_labels)`` on one augmented view.
 
-    Its arguments are the loss's hyperparameters (a dict), checked by a dry run of the loss when the config is
-    loaded; the defaults are the loss's original paper's values.
+    Its arguments are the loss's keyword hyperparameters (a dict), checked by a dry run of the loss when the
+    config is loaded; the defaults are the loss's original paper's values.
     """
 
     loss: ClassVar[str] = "ce"
@@ -56,6 +56,48 @@ class LossBaseline(Method):
         return Prediction(logits=self.net(images))
 
 
+#: What each loss baseline's arguments mean, as ``name: meaning`` lines (``noisykd methods NAME`` lists them with
+#: their defaults); part of each baseline's docstring.
+ARGUMENT_DOCS: dict[str, str] = {
+    "ce": "",
+    "ls": """
+        epsilon: eps in [0, 1], the share of the label moved to the uniform distribution over all C classes
+                 (Szegedy et al. 2016: 0.1; eps = 0 is CE).
+        """,
+    "cp": """
+        beta:           weight of the entropy penalty -beta * H(p), >= 0 (0.25: a point of the ProSelfLC/CMD
+                        grid; beta = 0 is CE).
+        proselflc_form: false: CE - beta * H(p) (Pereyra et al.); true: (1 - beta) * CE - beta * H(p), as
+                        written in CMD Table 2 and coded in ProSelfLC (beta then in [0, 1]).
+        """,
+    "boot": """
+        beta:              weight of the given label in the target t = beta * onehot(y) + (1 - beta) * p, in
+                           [0, 1] (Reed et al. 2015: 0.95; beta = 1 is CE).
+        detach_prediction: true: p inside the target is detached (CMD's Boot-soft); false: the gradient also
+                           flows through it (Reed et al.'s minimum-entropy form, the SCE and GJS/NRD baseline code).
+        """,
+    "gce": """
+        q: the exponent of L_q = (1 - p_y^q) / q, in (0, 1]: q -> 0 gives CE, q = 1 gives 1 - p_y (MAE / 2)
+           (Zhang & Sabuncu 2018: 0.7).
+        """,
+    "sce": """
+        alpha:     weight of the cross-entropy term (Wang et al. 2019: 0.1 on CIFAR-10, 6.0 on CIFAR-100).
+        beta:      weight of the reverse cross-entropy term RCE (1.0 on CIFAR-10, 0.1 on CIFAR-100).
+        log_clamp: A, the negative value RCE takes for ln 0 (the paper's -4).
+        """,
+    "nce_rce": """
+        alpha:     weight of the normalised cross-entropy NCE (Ma et al. 2020: 1 on CIFAR-10, 10 on CIFAR-100).
+        beta:      weight of the reverse cross-entropy RCE (1 on CIFAR-10, 0.1 on CIFAR-100).
+        log_clamp: A, the negative value RCE takes for ln 0 (-4; the authors' code uses ln 1e-4).
+        """,
+    "js": """
+        pi1:   the label's weight in JS_pi(onehot(y), p), in (0, 1); p weighs 1 - pi1 (NRD Table 5 per setting,
+               0.1-0.9).
+        scale: divide by GJS's normaliser Z = -(1 - pi1) ln(1 - pi1) (their code "JSWCS" scales JS too).
+        """,
+}
+
+
 def _loss_summary(loss: str) -> str:
     """"one network trained with <the loss function's docstring, first paragraph>"."""
     doc = " ".join(inspect.cleandoc(LOSSES[loss].__doc__ or "").split("\n\n")[0].split())
@@ -65,9 +107,10 @@ def _loss_summary(loss: str) -> str:
 
 
 for _loss in LOSS_BASELINES:
+    _doc = "\n\n".join(filter(None, (_loss_summary(_loss), inspect.cleandoc(ARGUMENT_DOCS[_loss]),
+                                       inspect.cleandoc(LossBaseline.__doc__ or ""))))
     register_method(_loss)(type(f"{_loss.upper()}Baseline", (LossBaseline,), {
-        "loss": _loss, "__doc__": _loss_summary(_loss) + "\n\n" + inspect.cleandoc(LossBaseline.__doc__ or ""),
-        "__module__": __name__}))
+        "loss": _loss, "__doc__": _doc, "__module__": __name__}))
 
 
 #: GJS's own arguments (the rest are the loss's): the views' augmentation and how they go through the network
@@ -80,20 +123,23 @@ GJS_VIEW_SOURCES = ("gjs", "torchvision", "run")
 class GJSBaseline(LossBaseline):
     """One network trained with GJS (Englesson & Azizpour 2021) on two augmented views of every image.
 
-    Loss: GJS_pi(onehot(y), p(view 1), p(view 2)) / Z. ``pis``: pi1 (the label's weight; the views share
-    1 - pi1 equally) or the three weights; ``scale``: divide by Z = -(1 - pi1) ln(1 - pi1) (their CIFAR code,
-    "JSWCS"; default).
+    Loss: GJS_pi(onehot(y), p(view 1), p(view 2)) / Z with Z = -(1 - pi1) ln(1 - pi1). Views (as GJS's CIFAR
+    code): two independent draws of RandAugment(N=1, M=3) -> crop (zero padding) -> flip -> Cutout 16 px (scaled
+    to other image sizes). The first view's logits are the training accuracy's.
 
-    Views (as GJS's CIFAR code): two independent draws of RandAugment(N=1, M=3) -> crop (zero padding) -> flip ->
-    Cutout 16 px (scaled to other image sizes). ``randaugment``: ``gjs`` (default: the ildoonet/pytorch-randaugment
-    table GJS's code installs, policy ``randaugment_gjs``), ``torchvision`` (torchvision's table) or ``run`` (both
-    views from the run's ``augment.policy``; ``augment.views.train`` replaces the spec in any case).
-    ``cutout_size``: the Cutout side (None: 16 on 32 px).
-
-    Forward: one pass per view (default, ``one_batch=false``): the authors' scripts never set ``--onebatch``, so
-    BatchNorm normalises each view with its own batch statistics and its running statistics are updated twice per
-    step. ``one_batch=true`` concatenates the two views into one batch of 2B images (one pass, BatchNorm over
-    both; faster on a GPU). The first view's logits are the training accuracy's.
+    pis:         pi1, the label's weight (the views share 1 - pi1 equally), or the three weights (label, view 1,
+                 view 2).
+    scale:       divide the loss by Z (their CIFAR code, "JSWCS"; default true).
+    randaugment: the views' RandAugment table: ``gjs`` (default: the ildoonet/pytorch-randaugment table GJS's
+                 code installs, policy ``randaugment_gjs``), ``torchvision`` (torchvision's table) or ``run``
+                 (both views from the run's ``augment.policy``); ``augment.views.train`` replaces the spec in
+                 any case.
+    one_batch:   false (default): one forward pass per view, as the authors' scripts (they never set
+                 ``--onebatch``): BatchNorm normalises each view with its own batch statistics and updates its
+                 running statistics twice per step. true: the two views in one batch of 2B images (one pass,
+                 BatchNorm over both; faster on a GPU).
+    cutout_size: the Cutout side in pixels (0: no Cutout); None: 16 on 32-px images, scaled with the image
+                 side otherwise.
     """
 
     loss: ClassVar[str] = "gjs"

@@ -1,4 +1,4 @@
-"""MODUL (Tu et al., "Student under universal label noise", Alg. 1): a small student distilled from a frozen,
+"""MODUL (Tang et al., "Student under universal label noise", Alg. 1): a small student distilled from a frozen,
 pre-trained teacher on a web-like set whose labels carry closed-set noise (a wrong known label) and open-set noise
 (an image of no known class with a known label).
 

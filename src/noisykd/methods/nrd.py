@@ -162,9 +162,10 @@ class NoiseRobustDistillation(Method):
     """One network and its EMA teacher on unseen AugMix views, trained with the generalized Jensen-Shannon loss
     of (label, student, detached teacher) (NRD, Eqs. 19 and 24-27).
 
-    Arguments: :class:`NRDArgs`. Views: ``student`` (RandAugment(1, 3), crop, flip, Cutout 16) and ``teacher``
-    (AugMix). Prediction: the student's logits, the teacher's as the head ``teacher``. Detection: the engine's
-    default GMM on the final loss. See the module docstring for the choices where the paper is silent.
+    Arguments: the fields of :class:`NRDArgs` (listed with their defaults by ``noisykd methods nrd``). Views:
+    ``student`` (RandAugment(1, 3), crop, flip, Cutout 16) and ``teacher`` (AugMix). Prediction: the student's
+    logits, the teacher's as the head ``teacher``. Detection: the engine's default GMM on the final loss. See
+    the module docstring for the choices where the paper is silent.
     """
 
     Args = NRDArgs

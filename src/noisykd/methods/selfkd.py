@@ -243,7 +243,7 @@ class ProSelfLC(SelfLabelCorrection):
     """One network with ProSelfLC's progressive self label correction: trust in the prediction grows with
     training time and with the prediction's confidence (CMD Eq. 5; Wang et al., CVPR 2021).
 
-    Arguments: :class:`ProSelfLCArgs`.
+    Arguments: the fields of :class:`ProSelfLCArgs` (listed with their defaults by ``noisykd methods proselflc``).
     """
 
     Args = ProSelfLCArgs
@@ -255,7 +255,8 @@ class Mconf(SelfLabelCorrection):
     """One network with Mconf self label correction: trust in the prediction grows with the model's overall
     certainty on the previous epoch and with the prediction's confidence (CMD Eq. 6-7).
 
-    Arguments: :class:`MconfArgs`. Mconf's r is kept in the method's state, so a resumed run continues exactly.
+    Arguments: the fields of :class:`MconfArgs` (listed with their defaults by ``noisykd methods mconf``).
+    Mconf's r is kept in the method's state, so a resumed run continues exactly.
     """
 
     Args = MconfArgs

@@ -131,10 +131,16 @@ def preact_resnet18(num_classes: int, in_channels: int = 3, image_size=32, width
 
     Defaults reproduce DivideMix's ``PreResNet.ResNet18`` exactly: conv3x3 stem -> BN-ReLU -> PreActBlocks
     (identity shortcuts add the pre-activated input) -> global avg-pool -> Linear, no BN after the last stage.
-    ``stem_bn=False`` gives kuangliu's PreActResNet18 (11,171,146 params for 10 classes; the two differ only
-    by the 128 parameters of the stem BN). ``final_bn=True`` adds the textbook BN-ReLU before pooling
-    (+2*512 params). ``width`` scales all stage widths. image_size is not needed (size-agnostic). ``init``:
-    ``kaiming`` (DivideMix's code: Kaiming-normal fan_out convolutions) or ``torch_default``.
+    image_size is not needed (size-agnostic).
+
+    width:       multiplies every stage's width (64/128/256/512), each rounded, at least 1.
+    stem_bn:     BN-ReLU right after the stem conv (DivideMix); false gives kuangliu's PreActResNet18
+                 (11,171,146 params for 10 classes; the two differ only by the 128 parameters of the stem BN).
+    final_bn:    the textbook BN-ReLU after the last stage, before pooling (+2*512 params).
+    identity_from_preactivation: an identity shortcut adds the pre-activated input relu(bn1(x)) (DivideMix's
+                 PreResNet.py, hence BKD); false adds x itself (He et al., kuangliu, GJS).
+    init:        ``kaiming`` (DivideMix's code: Kaiming-normal fan_out convolutions) or ``torch_default``
+                 (PyTorch's own initialisation).
     """
     return PreActResNet([2, 2, 2, 2], scaled_widths([64, 128, 256, 512], width), num_classes, in_channels,
                         stem_bn=stem_bn, final_bn=final_bn, identity_from_preactivation=identity_from_preactivation,
@@ -150,8 +156,10 @@ def preact_resnet34_gjs(num_classes: int, in_channels: int = 3, image_size=32, w
     conv3x3 stem to 32 channels (no BN), PreActBlocks with x on identity shortcuts, BN-ReLU after the last
     stage, global avg-pool, Linear(128, C). Its 15 blocks are deep (31 3x3 convolutions) but narrow, about
     1.9 M parameters: it is NOT the 21 M-parameter 4-stage ResNet-34 (that one is ``resnet34``).
-    ``init``: ``torch_default`` (default: GJS's code sets no initialisation, so PyTorch's own applies) or
-    ``kaiming`` (Kaiming-normal fan_out convolutions, as our other CIFAR nets).
+
+    width: multiplies every stage's width (32/64/128), each rounded, at least 1.
+    init:  ``torch_default`` (GJS's code sets no initialisation, so PyTorch's own applies) or ``kaiming``
+           (Kaiming-normal fan_out convolutions, as our other CIFAR nets).
     """
     return PreActResNet([5, 5, 5], scaled_widths([32, 64, 128], width), num_classes, in_channels,
                         stem_bn=False, final_bn=True, identity_from_preactivation=False, init=init)

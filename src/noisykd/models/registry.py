@@ -241,7 +241,9 @@ def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
     :func:`create_model` passes image_size as an (H, W) tuple; the builder's other keyword parameters are the
     model's options (unknown options are rejected before the builder is called).
 
-    The builder's docstring's first line is its description in :func:`model_descriptions`.
+    The first sentence of the builder's docstring is its description in :func:`model_descriptions` and
+    ``noisykd models``; a paragraph of ``option: meaning`` lines (hanging indentation for more lines) says what
+    each option means in ``noisykd models NAME``.
     """
     return MODELS.register(name)
 
@@ -253,7 +255,7 @@ def list_models(pattern: str | None = None) -> list[str]:
 
 
 def model_descriptions() -> dict[str, str]:
-    """Registered model names and the first line of their builder's docstring."""
+    """Registered model names and the first sentence of their builder's docstring (plain text)."""
     return {n: MODELS.describe(n).summary for n in MODELS.names()}
 
 

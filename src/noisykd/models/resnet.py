@@ -118,17 +118,26 @@ _WIDTHS = [64, 128, 256, 512]
 
 @register_model("resnet18")
 def resnet18(num_classes: int, in_channels: int = 3, image_size=32, width: float = 1.0) -> ResNet:
-    """CIFAR ResNet-18 (kuangliu): BasicBlock [2,2,2,2], widths 64-512, 11,173,962 params (10 classes)."""
+    """CIFAR ResNet-18 (kuangliu): BasicBlock [2,2,2,2], widths 64-512, 11,173,962 params (10 classes).
+
+    width: multiplies every stage's width (64/128/256/512), each rounded, at least 1.
+    """
     return ResNet(BasicBlock, [2, 2, 2, 2], scaled_widths(_WIDTHS, width), num_classes, in_channels)
 
 
 @register_model("resnet34")
 def resnet34(num_classes: int, in_channels: int = 3, image_size=32, width: float = 1.0) -> ResNet:
-    """CIFAR ResNet-34 (kuangliu): BasicBlock [3,4,6,3], widths 64-512, 21,282,122 params (10 classes)."""
+    """CIFAR ResNet-34 (kuangliu): BasicBlock [3,4,6,3], widths 64-512, 21,282,122 params (10 classes).
+
+    width: multiplies every stage's width (64/128/256/512), each rounded, at least 1.
+    """
     return ResNet(BasicBlock, [3, 4, 6, 3], scaled_widths(_WIDTHS, width), num_classes, in_channels)
 
 
 @register_model("resnet50")
 def resnet50(num_classes: int, in_channels: int = 3, image_size=32, width: float = 1.0) -> ResNet:
-    """CIFAR ResNet-50 (kuangliu): Bottleneck [3,4,6,3], widths 64-512 (x4 out), 23,520,842 params (10 cl.)."""
+    """CIFAR ResNet-50 (kuangliu): Bottleneck [3,4,6,3], widths 64-512 (x4 out), 23,520,842 params (10 cl.).
+
+    width: multiplies every stage's width (64/128/256/512), each rounded, at least 1.
+    """
     return ResNet(Bottleneck, [3, 4, 6, 3], scaled_widths(_WIDTHS, width), num_classes, in_channels)

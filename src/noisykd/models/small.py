@@ -122,7 +122,15 @@ class MLP(ClassifierNet):
 def small_cnn(num_classes: int, in_channels: int = 3, image_size=32, width: float = 1.0,
               channels: Sequence[int] = (32, 64, 128), convs_per_stage: int = 1, min_map_size: int = 4,
               dropout: float = 0.0) -> SmallCNN:
-    """Small fast CNN: 3 conv-BN-ReLU stages (32/64/128 x width), pooling adapted to image_size, avg-pool."""
+    """Small fast CNN: 3 conv-BN-ReLU stages (32/64/128 x width), pooling adapted to image_size, avg-pool.
+
+    width:           multiplies every stage's channel count, each rounded, at least 1.
+    channels:        the channels of each stage (one stage per entry), before ``width``.
+    convs_per_stage: conv-BN-ReLU layers per stage.
+    min_map_size:    a stage is followed by a 2x2 max-pool only while the pooled map stays at least this wide
+                     (8x8 images: one pool; 32x32: three).
+    dropout:         dropout probability before the final Linear layer (0: none).
+    """
     return SmallCNN(num_classes, in_channels, image_size, scaled_widths(channels, width), convs_per_stage,
                     min_map_size, dropout)
 
@@ -130,5 +138,10 @@ def small_cnn(num_classes: int, in_channels: int = 3, image_size=32, width: floa
 @register_model("mlp")
 def mlp(num_classes: int, in_channels: int = 3, image_size=32, hidden_sizes: Sequence[int] = (256, 256),
         batch_norm: bool = False, dropout: float = 0.0) -> MLP:
-    """Multi-layer perceptron on flattened images: hidden layers (256, 256) with ReLU (optional BN, dropout)."""
+    """Multi-layer perceptron on flattened images: hidden layers (256, 256) with ReLU (optional BN, dropout).
+
+    hidden_sizes: the width of each hidden layer (none: a linear classifier on the pixels).
+    batch_norm:   BatchNorm after each hidden Linear layer (which then has no bias).
+    dropout:      dropout probability after each hidden layer's ReLU (0: none).
+    """
     return MLP(num_classes, in_channels, image_size, hidden_sizes, batch_norm, dropout)
