@@ -221,22 +221,39 @@ def test_detect_again_replaces_its_own_results_but_not_an_edited_file(photos_run
     json_file.write_text(json.dumps({"detector": "something else", "n": 1, "n_flagged": 0, "metrics": None}))
     assert invoke("detect", run).exit_code == 2
     assert json.loads(json_file.read_text())["detector"] == "something else"
+    # training flags on a finished run change nothing, and detect says so rather than ignoring them silently
+    told = invoke("detect", run, "--overwrite", "--epochs", "3", "--threads", "1")
+    assert told.exit_code == 0 and "--epochs, --threads change nothing" in told.output, told.output
+
+
+def test_demo_refuses_a_set_contradicting_its_flags(tmp_path):
+    result = invoke("demo", "--out", tmp_path / "demo", "--epochs", "10", "--set", "optim.epochs=20")
+    assert result.exit_code == 2 and "contradicts --epochs 10" in result.output, result.output
+    assert not (tmp_path / "demo").exists()  # refused before anything was written
 
 
 def test_foreign_results_rules(tmp_path):
-    from noisykd.cli import foreign_results
+    from noisykd.cli import SUMMARY_DIGEST, _summary_digest, foreign_results
     from noisykd.detect.from_run import CSV_HEADER
 
     csv_file, json_file = tmp_path / "label_issues-gmm.csv", tmp_path / "detection-gmm.json"
     assert foreign_results(csv_file, json_file, "gmm") == []  # nothing there: nothing to protect
     csv_file.write_text("# detector gmm: rule\n" + ",".join(CSV_HEADER) + "\n1,0,,1,a,2,b,0.9,,1\n")
-    assert foreign_results(csv_file, json_file, "gmm") == []  # written before digests were kept: its head says ours
-    assert foreign_results(csv_file, json_file, "otsu_s") == [csv_file]
-    json_file.write_text(json.dumps({"detector": "gmm", "n": 1, "n_flagged": 1, "metrics": None,
-                                     "label_issues_csv": {"file": csv_file.name, "sha256": "0" * 64}}))
-    assert foreign_results(csv_file, json_file, "gmm") == [csv_file]  # changed since detect wrote it
+    assert foreign_results(csv_file, json_file, "gmm") == [csv_file]  # no summary beside it: nothing says ours
+    legacy = {"detector": "gmm", "n": 1, "n_flagged": 1, "metrics": None}  # written before digests were kept
+    json_file.write_text(json.dumps(legacy))
+    assert foreign_results(csv_file, json_file, "gmm") == []  # its fields, the CSV's head and row count say ours
+    assert foreign_results(csv_file, json_file, "otsu_s") == [csv_file, json_file]
+    json_file.write_text(json.dumps({**legacy, "n": 2}))
+    assert foreign_results(csv_file, json_file, "gmm") == [csv_file]  # a row more or less: edited
+
+    summary = {**legacy, "label_issues_csv": {"file": csv_file.name, "sha256": "0" * 64}}
+    json_file.write_text(json.dumps({**summary, SUMMARY_DIGEST: _summary_digest(summary)}))
+    assert foreign_results(csv_file, json_file, "gmm") == [csv_file]  # the CSV changed since detect wrote it
+    json_file.write_text(json.dumps({**summary, "n_flagged": 0, SUMMARY_DIGEST: _summary_digest(summary)}))
+    assert foreign_results(csv_file, json_file, "gmm") == [csv_file, json_file]  # the summary edited since
     json_file.write_text("not json")
-    assert foreign_results(csv_file, json_file, "gmm") == [json_file]
+    assert foreign_results(csv_file, json_file, "gmm") == [csv_file, json_file]
     csv_file.write_text("path,label\nx.png,cat\n")  # a user's file under our name
     assert foreign_results(csv_file, json_file, "gmm") == [csv_file, json_file]
 

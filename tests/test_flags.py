@@ -139,7 +139,7 @@ def test_reproduce_epochs_is_marked_as_not_the_papers(monkeypatch, tmp_path):
     assert result.exit_code == 0, result.output
     (setting,) = settings
     assert setting.config["optim"]["epochs"] == 3 and setting.config["threads"] == 1
-    assert setting.shortened and setting.changes == ("--set optim.epochs=3",)  # threads change no result
+    assert setting.shortened and setting.changes == ("3 epochs",)  # threads change no result
     both = CliRunner().invoke(app, ["reproduce", "digits/sym40", "--epochs", "3", "--epochs-scale", "0.5",
                                     "--out", str(tmp_path)])
     assert both.exit_code == 2 and "give one of them" in words(both.output)

@@ -183,8 +183,49 @@ def test_a_bad_override_fails_before_any_folder_is_made(tmp_path, overrides, mat
 
 
 def test_a_folder_of_other_files_is_refused_before_training(tmp_path):
-    (tmp_path / "demo" / "gce").mkdir(parents=True)
-    (tmp_path / "demo" / "gce" / "notes.txt").write_text("mine")
+    (tmp_path / "demo" / "bkd").mkdir(parents=True)
+    (tmp_path / "demo" / "bkd" / "notes.txt").write_text("mine")
     with pytest.raises(OutputError, match="notes.txt"):
         run_demo(tmp_path / "demo", epochs=EPOCHS, console=Console(file=io.StringIO(), force_terminal=False))
-    assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == ["gce"]  # ce was not trained first
+    assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == ["bkd"]  # ce was not trained first
+
+
+def test_free_cores_reads_the_machine(monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    from noisykd.demo import free_cores
+
+    idle = free_cores(0.3)
+    if idle is None:
+        pytest.skip("no /proc/stat here")
+    assert 0 <= idle <= (os.cpu_count() or 1)
+    # a process spinning on every core leaves (about) none free
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
+    try:
+        busy = free_cores(0.5)
+    finally:
+        for s in spinners:
+            s.kill()
+            s.wait()
+    assert busy is not None and (busy == 0 or busy < idle)  # none free, or fewer than before the spinners
+
+
+@pytest.mark.parametrize("cores, free, threads", [(2, 2, None), (2, 1, 1), (2, 0, 1), (8, 5, 5), (8, 9, None)])
+def test_demo_threads_follow_the_free_cores(monkeypatch, cores, free, threads):
+    from noisykd import demo
+
+    monkeypatch.setattr(demo.os, "cpu_count", lambda: cores)
+    assert demo.demo_threads(free) == threads  # None: torch's default, every core
+
+
+def test_a_busy_machine_gets_one_thread_per_run_and_the_demo_says_why(monkeypatch, tmp_path):
+    from noisykd import demo
+
+    monkeypatch.setattr(demo, "free_cores", lambda sample_s=0.25: 0)
+    text = io.StringIO()
+    run_demo(tmp_path / "demo", epochs=1, console=Console(file=text, force_terminal=False, width=200))
+    assert "torch threads 1 (other work holds cores)" in text.getvalue()
+    for name in DEMO_METHODS:
+        assert yaml.safe_load((tmp_path / "demo" / name / "config.yaml").read_text())["threads"] == 1

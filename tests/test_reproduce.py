@@ -125,6 +125,24 @@ def test_epochs_scale_shortens_the_schedule():
         scale_epochs({"optim": {}}, 1.5)
 
 
+def test_epochs_reshape_a_paper_schedule_and_are_listed(monkeypatch, tmp_path):
+    """--epochs on a config with milestones (BKD's: 300 epochs, lr drop at 150) rescales them, as a suite's
+    epochs do, instead of failing validation; the change is listed, the thread count is not."""
+    from noisykd.reproduce import Setting, adjust_config
+
+    for variable in ("NOISYKD_CIFAR10", "NOISYKD_CIFAR_N"):
+        monkeypatch.setenv(variable, str(tmp_path))
+    setting = Setting.from_config("bkd/cifar10n-worst", epochs=30, threads=1)
+    assert setting.config["optim"]["epochs"] == 30 and setting.config["optim"]["milestones"] == [15]
+    assert setting.config["threads"] == 1 and setting.changes == ("30 epochs",)
+    data = {"optim": {"epochs": 60, "milestones": [30], "warmup_epochs": 5}}
+    assert adjust_config(data, smoke=True, epochs=1) == ["smoke: 300 training and 500 test images, small_cnn",
+                                                          "1 epoch"]  # one epoch count, not two
+    assert data["optim"]["epochs"] == 1 and data["optim"]["warmup_epochs"] == 0
+    with pytest.raises(ConfigError, match="both set the schedule"):
+        adjust_config({"optim": {"epochs": 10}}, epochs=5, epochs_scale=0.5)
+
+
 def test_mean_std_and_format():
     assert fmt(mean_std([90.0, 92.0])) == "91.00 ± 1.41"
     assert fmt(mean_std([90.0, None])) == "90.00" and fmt(mean_std([])) == "-"

@@ -39,7 +39,7 @@ import numpy as np
 
 from .config import load_config
 from .data import ImageDataset
-from .detect.from_run import SCORE_DECIMALS, RunDetection, detect_from_run, score_text
+from .detect.from_run import SCORE_DECIMALS, RunDetection, detect_from_run, results_files, score_text
 from .errors import ConfigError, DataError, NoisyKDError, OutputError
 
 ACTIONS = ("drop", "relabel", "review")
@@ -194,7 +194,7 @@ def clean_run(run_dir: str | Path, out_dir: str | Path, action: str = "review", 
         data_file = _write_manifest(out_dir / "manifest.csv", dataset, files, columns, rule.action)
     else:
         data_file = _write_npz(out_dir / "cleaned.npz", dataset, columns, rule.action)
-    ranking = out_dir / f"label_issues-{found.detector.replace('/', '-').replace(':', '-')}.csv"
+    ranking = results_files(out_dir, found.detector)[0]
     found.write_csv(ranking)  # the gallery's ranks and scores, and the rest of the ranking
     gallery = plot_suspects(found, dataset, out_dir / "suspects.png", top) if top > 0 else None
     _write_plan(out_dir / "plan.npz", found.index, np.where(plan.drop, -1, plan.label))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import json
 import os
 import sys
 import textwrap
@@ -96,9 +97,9 @@ def command(group: typer.Typer, name: str):
 # (tests/test_flags.py checks every command against these). Each means the same everywhere; a command that has
 # no use for one leaves it out (detect has no --out: it writes into its RUN folder).
 
-EPOCHS_OPTION = typer.Option(None, "--epochs", help="epochs of each training run (default: the config's)")
-SEED_OPTION = typer.Option(None, "--seed", help="training seed S (default: the config's); with --seeds N the runs use "
-                           "seeds S, S+1, ..., S+N-1 (default S = 0)")
+EPOCHS_OPTION = typer.Option(None, "--epochs", help="epochs of each training run (default: the config's, or a suite's)")
+SEED_OPTION = typer.Option(None, "--seed", help="training seed S (default: the config's); where a command also takes "
+                           "--seeds N (compare, reproduce), its runs use seeds S, S+1, ..., S+N-1 (default S = 0)")
 THREADS_OPTION = typer.Option(None, "--threads", help="CPU threads of torch (default: the config's; none set: every "
                               "core)")
 DEVICE_OPTION = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (default: the config's)")
@@ -723,7 +724,7 @@ def detect_cmd(
     --epochs, --seed and --set apply when RUN holds no run yet and is trained first; --device and --threads to
     that training and to the --cv fold runs."""
     from .crossval import cross_validate
-    from .detect.from_run import detect_from_run
+    from .detect.from_run import detect_from_run, results_files
     from .engine.runfolder import RunFolder
     from .engine.report import write_json
 
@@ -733,6 +734,16 @@ def detect_cmd(
     sets = _flag_sets({"optim.epochs": epochs, "seed": seed, "device": device, "threads": threads}, list(overrides))
     if state != "finished":
         _train_for_detect(run, state, method, data, noise, labels, sets)
+    else:
+        unused = [flag for flag, value in (("--epochs", epochs), ("--seed", seed), ("--set", overrides),
+                                           ("--method", method), ("--data", data), ("--labels", labels),
+                                           ("--noise", noise)) if value] + \
+                 ([flag for flag, value in (("--device", device), ("--threads", threads)) if value is not None]
+                  if not cv else [])
+        if unused:
+            err_console.print(f"{str(run)} holds a finished run: {', '.join(unused)} change nothing (they apply when "
+                              "RUN is trained first" + ("" if cv else "; --device and --threads also to --cv runs")
+                              + ")", highlight=False, soft_wrap=True)
     folds = cv
     if folds:
         place = {k: v for k, v in {"device": device, "threads": threads}.items() if v is not None}
@@ -742,8 +753,7 @@ def detect_cmd(
                        on_fold=lambda f, n, what: err_console.print(f"fold {f + 1}/{n}: {_FOLD_STATES[what]}"))
         detector = "cv" if detector == "auto" else detector if detector.startswith("cv") else f"cv:{detector}"
     found = detect_from_run(run, detector, verified=verified)
-    name = found.detector.replace("/", "-").replace(":", "-")
-    csv_path, json_path = run / f"label_issues-{name}.csv", run / f"detection-{name}.json"
+    csv_path, json_path = results_files(run, found.detector)
     foreign = foreign_results(csv_path, json_path, found.detector)
     if foreign and not overwrite:
         raise typer.BadParameter(f"{foreign[0]} exists and is not detector {found.detector}'s own unchanged result "
@@ -753,9 +763,11 @@ def detect_cmd(
         err_console.print(f"replacing {'the files' if foreign else 'the earlier results'} of detector "
                           f"{found.detector} in {str(run)}", highlight=False, soft_wrap=True)
     found.write_csv(csv_path)
-    # the CSV's digest lets the next detect tell our file from one a user edited (foreign_results)
-    write_json({**found.summary(), "label_issues_csv": {"file": csv_path.name, "sha256": _sha256(csv_path)}},
-               json_path)
+    # the digests let the next detect tell our files from ones a user edited (foreign_results)
+    summary = json.loads(json.dumps({**found.summary(), "label_issues_csv": {"file": csv_path.name,
+                                                                             "sha256": _sha256(csv_path)}},
+                                    default=str))  # as it will read back
+    write_json({**summary, SUMMARY_DIGEST: _summary_digest(summary)}, json_path)
     n, flagged = len(found.index), int(found.flagged.sum())
     console.print(f"detector: {found.detector} ({found.rule}); flagged {flagged:,} of {n:,} labels "
                   f"({100 * flagged / max(n, 1):.1f}%)", highlight=False)
@@ -790,18 +802,31 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+#: The key of detection-X.json holding the SHA-256 of the rest of it (canonical JSON, sorted keys).
+SUMMARY_DIGEST = "summary_sha256"
+
+
+def _summary_digest(summary: dict) -> str:
+    """SHA-256 of a detection summary without its own digest: the JSON text with sorted keys, so that it does
+    not depend on how the file was indented."""
+    import hashlib
+
+    rest = {k: v for k, v in summary.items() if k != SUMMARY_DIGEST}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()
+
+
 def foreign_results(csv_path: Path, json_path: Path, detector: str) -> list[Path]:
     """Which of a detector's two result files in a run folder must not be replaced without ``--overwrite``.
 
     Both are derived files that ``noisykd detect`` writes and may replace: ``detection-X.json`` when it reads as
-    this detector's summary (its ``detector`` field names it), ``label_issues-X.csv`` when that summary holds
-    the CSV's SHA-256 and the file still has it (unchanged since detect wrote it), or, for a summary written
-    before digests were kept, when the CSV starts with this detector's ``# detector`` line and our header. Any
-    other existing file (edited since, written by another program, unreadable) is returned: replacing it could
-    lose someone's work. A missing file is nothing to protect.
+    this detector's summary (its ``detector`` field names it) and still holds the digest of its own content
+    (:data:`SUMMARY_DIGEST`: unchanged since detect wrote it); ``label_issues-X.csv`` when that summary holds
+    the CSV's SHA-256 and the file still has it. A summary written before digests were kept (no digest at all)
+    is taken as ours when its fields are, and its CSV when it starts with this detector's ``# detector`` line
+    and our header and has one row per sample of the summary's ``n``. Any other existing file (edited since,
+    written by another program, a CSV without its summary, unreadable) is returned: replacing it could lose
+    someone's work. A missing file is nothing to protect.
     """
-    import json
-
     from .detect.from_run import CSV_HEADER
 
     foreign: list[Path] = []
@@ -811,21 +836,26 @@ def foreign_results(csv_path: Path, json_path: Path, detector: str) -> list[Path
             summary = json.loads(json_path.read_text())
         except (OSError, UnicodeDecodeError, ValueError):
             summary = None
-        if not (isinstance(summary, dict) and summary.get("detector") == detector and {"n", "n_flagged", "metrics"}
-                <= set(summary)):
+        ours = (isinstance(summary, dict) and summary.get("detector") == detector
+                and {"n", "n_flagged", "metrics"} <= set(summary)
+                and summary.get(SUMMARY_DIGEST, _summary_digest(summary)) == _summary_digest(summary))
+        if not ours:
             summary = None
             foreign.append(json_path)
     if csv_path.exists():
         recorded = (summary or {}).get("label_issues_csv") or {}
-        if recorded.get("sha256"):
+        if summary is None:  # no summary of ours beside it: nothing says the CSV is ours
+            ours = False
+        elif recorded.get("sha256"):
             ours = recorded.get("file") == csv_path.name and recorded["sha256"] == _sha256(csv_path)
         else:
             try:
                 with open(csv_path, encoding="utf-8") as f:
-                    head = [f.readline().rstrip("\r\n") for _ in range(2)]
+                    lines = f.read().splitlines()
             except (OSError, UnicodeDecodeError):
-                head = []
-            ours = len(head) == 2 and head[0].startswith(f"# detector {detector}:") and head[1] == ",".join(CSV_HEADER)
+                lines = []
+            ours = (len(lines) >= 2 and lines[0].startswith(f"# detector {detector}:")
+                    and lines[1] == ",".join(CSV_HEADER) and len(lines) - 2 == summary.get("n"))
         if not ours:
             foreign.insert(0, csv_path)
     return foreign
@@ -836,17 +866,21 @@ def fitted_table(headers, rows, elide: int) -> Table:
     in its middle (:func:`noisykd.helptext.elide_middle`, keeping each file name), every other column is shown
     whole. rows: lists of strings, one per header."""
 
-    def table_of(cells) -> Table:
+    def table_of(cells, fold_others: bool = False) -> Table:
         table = Table(*headers)
-        for column in table.columns:
-            column.no_wrap = True
+        for j, column in enumerate(table.columns):
+            # measured unwrapped; shown with the other columns folding (never an ellipsis) should even they
+            # not fit a very narrow terminal
+            column.no_wrap = j == elide or not fold_others
+            column.overflow = "ellipsis" if j == elide else "fold"
         for row in cells:
             table.add_row(*row)
         return table
 
     others = _natural_width(table_of([[c if j != elide else "" for j, c in enumerate(r)] for r in rows]))
     room = max(len(headers[elide]), console.width - (others - len(headers[elide])))
-    return table_of([[elide_middle(c, room) if j == elide else c for j, c in enumerate(r)] for r in rows])
+    return table_of([[elide_middle(c, room) if j == elide else c for j, c in enumerate(r)] for r in rows],
+                    fold_others=True)
 
 
 @command(app, "clean")
@@ -1010,7 +1044,7 @@ def reproduce_cmd(
         for variable in ("NOISYKD_CIFAR10", "NOISYKD_CIFAR100", "NOISYKD_CIFAR_N"):
             os.environ[variable] = str(data_root)
     _check_writable(out)
-    sets = _flag_sets({"optim.epochs": epochs}, list(overrides))  # refuses a --set contradicting --epochs
+    _flag_sets({"optim.epochs": epochs}, list(overrides))  # refuses a --set contradicting --epochs
     if suites:
         report = run_suite(suites[0], out, seeds=seeds, first_seed=first_seed, epochs=epochs,
                            epochs_scale=epochs_scale, smoke=smoke, device=device, threads=threads,
@@ -1019,8 +1053,8 @@ def reproduce_cmd(
         console.print(f"wrote {out / (suites[0] + '.md')} and {out / (suites[0] + '.json')}", highlight=False)
         return
     seeds = 5 if seeds is None else seeds
-    settings = [_with_threads(Setting.from_config(name, epochs_scale=epochs_scale, smoke=smoke, overrides=sets,
-                                                  device=device), threads)
+    settings = [Setting.from_config(name, epochs=epochs, epochs_scale=epochs_scale, smoke=smoke,
+                                    overrides=list(overrides), device=device, threads=threads)
                 for name in names]  # every config is checked before anything trains
     report = Report("noisykd reproduce", _invocation(ctx))
     for setting in settings:
@@ -1037,18 +1071,6 @@ def _check_seeds(seeds: int, seed: Optional[int]) -> int:
     if seed is not None and seed < 0:
         raise typer.BadParameter(f"--seed must be >= 0, got {seed}")
     return 0 if seed is None else seed
-
-
-def _with_threads(setting, threads: Optional[int]):
-    """``setting`` run with ``threads`` CPU threads (None: as its config says). Not a ``--set``: the thread
-    count changes no result, so the setting stays the paper's. Checked now, with the rest of its config."""
-    import dataclasses
-
-    from .config import load_config
-
-    if threads is None:
-        return setting
-    return dataclasses.replace(setting, config=load_config(base={**setting.config, "threads": threads}).to_dict())
 
 
 def _print_markdown(text: str) -> None:
@@ -1160,6 +1182,8 @@ def demo_cmd(
     from .demo import run_demo
 
     out = Path("runs/demo") if out is None else out
+    # a --set contradicting a flag is refused, as in train, compare and reproduce
+    _flag_sets({"optim.epochs": epochs, "seed": seed, "threads": threads, "device": device}, list(overrides))
     seed = 0 if seed is None else seed  # the demo's own seed
     _check_writable(out)
     run_demo(out, epochs=epochs, seed=seed, threads=threads, device=device, overrides=list(overrides),

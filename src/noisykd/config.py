@@ -350,10 +350,11 @@ class RunConfig:
              model selection (best noisy-val, best test) then chooses among the evaluated epochs.
     expected: the paper's numbers for this setting (shipped configs), or None; training ignores it.
     threads: CPU threads of torch (``torch.set_num_threads``) during the run; None: torch's default (every
-             core). Measured: the demo took 67 s with 2 threads and 87 s with 1 on this project's 2-core Intel
-             Xeon, while on an earlier 2-core machine 1 thread was faster for small_cnn (20.4 s against 26.3 s
-             for 30 epochs): it depends on the machine, so the default stays torch's. The thread count can change
-             the last digits of a result (float sums in another order).
+             core). Measured on the 2-core AMD EPYC (benchmarks/results/demo-time-fixed-threads.md, the demo):
+             idle, 2 threads 60.7 s and 1 thread 74.1 s; beside two busy processes, 389.4 s and 151.5 s. It
+             depends on the load (and on an earlier machine 1 thread was faster for small_cnn even idle), so a
+             run keeps torch's default; the demo chooses by the idle cores. The thread count can change the last
+             digits of a result (float sums in another order).
     out_dir: the run folder; empty: ``runs/<date-time>-<method>-<data>``, chosen when the run starts.
     distributed: settings of a run over several processes (:class:`DistributedConfig`).
     """

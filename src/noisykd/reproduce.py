@@ -58,19 +58,14 @@ class Setting:
     changes: tuple[str, ...] = ()
 
     @classmethod
-    def from_config(cls, name: str, *, epochs_scale: float = 1.0, smoke: bool = False,
-                    overrides: Sequence[str] = (), device: str | None = None) -> "Setting":
-        """A shipped config (or YAML file) as a setting, shortened by ``epochs_scale`` or cut to ``smoke``."""
+    def from_config(cls, name: str, *, epochs: int | None = None, epochs_scale: float = 1.0, smoke: bool = False,
+                    overrides: Sequence[str] = (), device: str | None = None,
+                    threads: int | None = None) -> "Setting":
+        """A shipped config (or YAML file) as a setting, changed as :func:`adjust_config` says, then ``overrides``
+        (``key=value``)."""
         data = read_config_file(name)
-        changes: list[str] = []
-        if device is not None:
-            data["device"] = device
-        if epochs_scale != 1.0:
-            scale_epochs(data, epochs_scale)
-            changes.append(f"epochs x{epochs_scale:g}")
-        if smoke:
-            apply_smoke(data)
-            changes.append("smoke: 300 training and 500 test images, small_cnn, 2 epochs")
+        changes = adjust_config(data, epochs=epochs, epochs_scale=epochs_scale, smoke=smoke, device=device,
+                                threads=threads)
         apply_overrides(data, list(overrides))
         changes += [f"--set {o}" for o in overrides]
         config = load_config(base=data)  # validated, ${VARS} expanded
@@ -86,18 +81,51 @@ class Setting:
         return re.sub(r"[^A-Za-z0-9._-]+", "_", self.name.replace("/", "-")).strip("_") or "setting"
 
 
-def scale_epochs(data: dict, factor: float) -> None:
-    """Scale a config's schedule in place: epochs, milestones and warm-up by ``factor`` (at least one epoch;
-    milestones kept inside the shorter run)."""
-    if not 0 < factor <= 1:
-        raise ConfigError(f"--epochs-scale must lie in (0, 1], got {factor}")
+def adjust_config(data: dict, *, epochs: int | None = None, epochs_scale: float = 1.0, smoke: bool = False,
+                  device: str | None = None, threads: int | None = None) -> list[str]:
+    """Change a config (plain data, in place) as reproduce's options ask: a smoke cut (:data:`SMOKE`), then
+    ``epochs`` or ``epochs_scale`` (milestones and warm-up rescaled with them), ``device`` and ``threads``.
+    Returns the changes a report must list; device and threads change no result and are not listed."""
+    changes: list[str] = []
+    if device is not None:
+        data["device"] = device
+    if threads is not None:
+        data["threads"] = threads
+    if smoke:
+        apply_smoke(data)
+        changes.append("smoke: 300 training and 500 test images, small_cnn"
+                       + ("" if epochs is not None or epochs_scale != 1.0 else f", {SMOKE['optim.epochs']} epochs"))
+    if epochs is not None:
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ConfigError(f"epochs must be an integer >= 1, got {epochs!r}")
+        if epochs_scale != 1.0:
+            raise ConfigError(f"epochs {epochs} and epochs_scale {epochs_scale:g} both set the schedule: give one")
+        set_epochs(data, epochs)
+        changes.append(f"{epochs} epoch{'s' if epochs != 1 else ''}")
+    elif epochs_scale != 1.0:
+        scale_epochs(data, epochs_scale)
+        changes.append(f"epochs x{epochs_scale:g}")
+    return changes
+
+
+def set_epochs(data: dict, epochs: int) -> None:
+    """Set a config's epochs in place, its milestones and warm-up scaled by the same factor (milestones kept
+    inside the run, at least one epoch; warm-up shorter than the run)."""
     optim = data.setdefault("optim", {})
-    epochs = max(1, round(optim.get("epochs", RunConfig().optim.epochs) * factor))
+    factor = epochs / optim.get("epochs", RunConfig().optim.epochs)
     optim["epochs"] = epochs
     if optim.get("milestones"):
         optim["milestones"] = sorted({min(max(1, round(m * factor)), epochs) for m in optim["milestones"]})
     if optim.get("warmup_epochs"):
-        optim["warmup_epochs"] = max(0, round(optim["warmup_epochs"] * factor))
+        optim["warmup_epochs"] = min(max(0, round(optim["warmup_epochs"] * factor)), epochs - 1)
+
+
+def scale_epochs(data: dict, factor: float) -> None:
+    """Shorten a config's schedule in place by ``factor`` in (0, 1] (:func:`set_epochs` of the rounded epochs,
+    at least one)."""
+    if not 0 < factor <= 1:
+        raise ConfigError(f"--epochs-scale must lie in (0, 1], got {factor}")
+    set_epochs(data, max(1, round((data.get("optim") or {}).get("epochs", RunConfig().optim.epochs) * factor)))
 
 
 def apply_smoke(data: dict) -> None:
@@ -500,24 +528,10 @@ def _suite_config(suite: Suite, config_name: str, epochs: int | None, epochs_sca
     """A config of the suite as plain data: with the suite's epochs, then cut to a smoke run, then ``epochs`` or
     ``epochs_scale``; and what differs from the suite's own setting, for the report."""
     data = read_config_file(config_name)
-    changes: list[str] = []
-    if device is not None:
-        data["device"] = device
-    if threads is not None:
-        data["threads"] = threads
     if suite.epochs is not None:
         set_epochs(data, suite.epochs)
-    if smoke:
-        apply_smoke(data)
-        changes.append(f"smoke: 300 training and 500 test images, small_cnn, {SMOKE['optim.epochs']} epochs")
-    if epochs is not None:
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-            raise ConfigError(f"suite {suite.name}: epochs must be an integer >= 1, got {epochs!r}")
-        set_epochs(data, epochs)
-        changes.append(f"{epochs} epoch{'s' if epochs != 1 else ''}")
-    elif epochs_scale != 1.0:
-        scale_epochs(data, epochs_scale)
-        changes.append(f"epochs x{epochs_scale:g}")
+    changes = adjust_config(data, epochs=epochs, epochs_scale=epochs_scale, smoke=smoke, device=device,
+                            threads=threads)
     return data, changes
 
 
@@ -532,18 +546,6 @@ def _epochs_note(suite: Suite, config_name: str) -> str:
     """``"20 epochs (its own: 60)"`` when the suite changes the config's epochs, else empty."""
     own = (read_config_file(config_name).get("optim") or {}).get("epochs", RunConfig().optim.epochs)
     return "" if suite.epochs in (None, own) else f"{suite.epochs} epochs (its own: {own})"
-
-
-def set_epochs(data: dict, epochs: int) -> None:
-    """Set a config's epochs in place, its milestones and warm-up scaled by the same factor (milestones kept
-    inside the run, at least one epoch)."""
-    optim = data.setdefault("optim", {})
-    factor = epochs / optim.get("epochs", RunConfig().optim.epochs)
-    optim["epochs"] = epochs
-    if optim.get("milestones"):
-        optim["milestones"] = sorted({min(max(1, round(m * factor)), epochs) for m in optim["milestones"]})
-    if optim.get("warmup_epochs"):
-        optim["warmup_epochs"] = min(max(0, round(optim["warmup_epochs"] * factor)), epochs - 1)
 
 
 def run_suite(name: str, out: str | Path, *, seeds: int | None = None, first_seed: int = 0, epochs: int | None = None,
@@ -573,7 +575,7 @@ def run_suite(name: str, out: str | Path, *, seeds: int | None = None, first_see
     report.notes += [_suite_setting(suite)] + list(suite.notes)
     if teacher_run is not None:
         acc = teacher_run.value("test_last")
-        changed = "; ".join([_epochs_note(suite, suite.teacher)] + list(teacher.changes))
+        changed = "; ".join(teacher.changes or [x for x in [_epochs_note(suite, suite.teacher)] if x])
         report.notes.append(f"The teacher ({teacher.name}{', ' + changed if changed else ''}): "
                             f"{'-' if acc is None else f'{acc:.2f}'}% test accuracy at its last epoch "
                             f"({teacher_run.out_dir}).")

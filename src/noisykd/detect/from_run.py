@@ -110,6 +110,13 @@ def detector_name(name: str) -> str:
     return RENAMED_DETECTORS.get(name, name)
 
 
+def results_files(folder: str | Path, detector: str) -> tuple[Path, Path]:
+    """Where a detector's results go in ``folder``: ``label_issues-NAME.csv`` and ``detection-NAME.json``, NAME
+    the detector's name with ``/`` and ``:`` (``cv:otsu_mu1``) made file-name safe."""
+    name = detector.replace("/", "-").replace(":", "-")
+    return Path(folder) / f"label_issues-{name}.csv", Path(folder) / f"detection-{name}.json"
+
+
 def detect_from_run(run_dir: str | Path, detector: str = "auto", seed: int | None = None,
                     verified: str | Path | None = None) -> RunDetection:
     """Apply ``detector`` to the per-sample outputs of a finished run.
