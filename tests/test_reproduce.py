@@ -158,8 +158,10 @@ def test_the_digits_suite_runs_every_registered_method_or_says_why_not():
     suite = SUITES["digits"]
     excluded = dict(suite.excluded)
     assert len(set(suite.methods)) == len(suite.methods) and not set(suite.methods) & set(excluded)
-    assert set(suite.methods) | set(excluded) == set(METHODS.names()), \
-        f"not in the digits suite: {sorted(set(METHODS.names()) - set(suite.methods) - set(excluded))}"
+    # the methods noisykd ships (other tests register toy methods of their own, e.g. the contract's)
+    shipped = {name for name in METHODS.names() if METHODS[name].__module__.startswith("noisykd.")}
+    assert set(suite.methods) | set(excluded) == shipped, \
+        f"not in the digits suite: {sorted(shipped - set(suite.methods) - set(excluded))}"
     assert all(reason.strip() for reason in excluded.values())
     assert {m for m in suite.methods if needs_teacher(m)} == {"vkd", "dfnd", "modul"} and suite.teacher
     assert suite.base == "digits/sym40" and suite.seeds == 3
