@@ -37,6 +37,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from noisykd.engine.report import cpu_model
+
 ROOT = Path(__file__).resolve().parents[1]
 
 #: variant name -> the options it adds to ``noisykd demo``
@@ -49,17 +51,6 @@ VARIANTS: dict[str, list[str]] = {
 }
 #: the 1-minute load average above which an "idle" run is flagged as not idle
 IDLE_LOAD = 0.5
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (``model name``), or an empty string."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
 
 
 def git_commit() -> str:
