@@ -9,7 +9,7 @@ Each timed run is ``python -m noisykd demo --out FRESH_FOLDER ...`` in a subproc
 to a file (so the demo takes its non-terminal path, as under nohup or CI), timed from start to exit (Python and
 torch start-up included: what a user waits). Variants (``--variants``, comma-separated):
 
-* ``default``:          no option: the demo's own default (``noisykd.demo.DEMO_THREADS``);
+* ``default``:          no option: the demo's own choice (``noisykd.demo.demo_threads``);
 * ``threads1``, ``threads2``: ``--threads 1`` / ``--threads 2``;
 * ``threads1-epochs30``, ``threads2-epochs30``: the same with ``--epochs 30`` (a shorter demo).
 

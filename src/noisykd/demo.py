@@ -52,11 +52,6 @@ DEMO_METHODS: dict[str, tuple[str, dict]] = {
 DEMO_CONFIG = "digits/sym40"
 #: Epochs of each demo run: long enough for CE to memorise every wrong label (configs/digits/sym40.yaml).
 DEMO_EPOCHS = 60
-#: torch's CPU threads in every demo run unless ``threads`` is given; None: :func:`demo_threads` chooses.
-#: Measured (benchmarks/results/demo-time-fixed-threads.md, 2-core AMD EPYC, 3 runs each): idle, torch's
-#: default (2 threads) took a median of 60.7 s and 1 thread 74.1 s; under a load of 2 busy processes, 2 threads
-#: took 389.4 s and 1 thread 151.5 s (torch's threads wait for each other on a shared core).
-DEMO_THREADS: int | None = None
 #: At most this many epoch lines per method when the console is not a terminal (a log file, a pipe).
 DEMO_EPOCH_LINES = 10
 #: Keys the demo sets for each of its runs; an override of them would make the runs alike or mix their folders.
@@ -64,7 +59,7 @@ DEMO_OWN_KEYS = ("method", "method_args", "out_dir")
 
 
 def demo_config(method: str, method_args: dict, out_dir: Path, epochs: int = DEMO_EPOCHS, seed: int = 0,
-                threads: int | None = DEMO_THREADS, device: str | None = None,
+                threads: int | None = None, device: str | None = None,
                 overrides: Sequence[str] = ()) -> RunConfig:
     """The resolved, validated config of one demo run: :data:`DEMO_CONFIG` with this method, folder, epochs,
     seed, threads (None: torch's default) and device (None: the config's), then ``overrides`` (``key=value``
@@ -76,7 +71,7 @@ def demo_config(method: str, method_args: dict, out_dir: Path, epochs: int = DEM
     return load_config(DEMO_CONFIG, overrides=list(overrides), updates=updates)
 
 
-def demo_configs(out: Path, epochs: int = DEMO_EPOCHS, seed: int = 0, threads: int | None = DEMO_THREADS,
+def demo_configs(out: Path, epochs: int = DEMO_EPOCHS, seed: int = 0, threads: int | None = None,
                  device: str | None = None, overrides: Sequence[str] = ()) -> dict[str, RunConfig]:
     """The config of every demo run (name in :data:`DEMO_METHODS` -> config, run folder ``out/<name>``), all
     resolved before anything trains. Raises ConfigError for a bad override or value, for an override of a key
@@ -119,7 +114,9 @@ def free_cores(sample_s: float = 0.25) -> int | None:
 def demo_threads(free: int | None = None) -> int | None:
     """The demo's torch threads when none are given: torch's default (None: every core) when the cores are free,
     else the free ones, at least one (``free``: :func:`free_cores` measured now unless given). Under load, one
-    thread per run is far faster than torch's default (see :data:`DEMO_THREADS`)."""
+    thread per run is far faster than torch's default: measured (benchmarks/results/demo-time-fixed-threads.md,
+    2-core AMD EPYC, medians of 3), idle, 2 threads 60.7 s and 1 thread 74.1 s; beside two busy processes,
+    389.4 s and 151.5 s (torch's threads wait for each other on a shared core)."""
     free = free_cores() if free is None else free
     cores = os.cpu_count() or 1
     if free is None or free >= cores:
@@ -172,7 +169,7 @@ def run_demo(out: Path, epochs: int | None = None, seed: int = 0, threads: int |
 
     out: the demo's folder (one run folder per method inside); a second demo into it continues unfinished runs
          and reuses finished ones. epochs: per method (None: :data:`DEMO_EPOCHS`); threads: torch's CPU threads
-         (None: :data:`DEMO_THREADS`); device: None keeps the config's; overrides: ``key=value`` config overrides
+         (None: :func:`demo_threads` chooses); device: None keeps the config's; overrides: ``key=value`` config overrides
          (as ``--set``) applied to every run. Every setting is checked, and every run folder against them,
          before anything is written or trained (ConfigError, OutputError).
     Shows live bars on a terminal; elsewhere (a file, a pipe) a line as each method starts and ends and at most
@@ -181,8 +178,8 @@ def run_demo(out: Path, epochs: int | None = None, seed: int = 0, threads: int |
     """
     console = console or Console(markup=False)  # paths print as they are, never as markup
     out = Path(out)
-    chosen = threads is None and DEMO_THREADS is None  # measured now: fewer threads when cores are busy
-    threads = (DEMO_THREADS if DEMO_THREADS is not None else demo_threads()) if threads is None else threads
+    chosen = threads is None  # then measured now: fewer threads when other work holds cores
+    threads = demo_threads() if chosen else threads
     configs = demo_configs(out, DEMO_EPOCHS if epochs is None else epochs, seed, threads, device, overrides)
     states = {name: reusable_state(cfg) for name, cfg in configs.items()}
     out.mkdir(parents=True, exist_ok=True)
